@@ -1,0 +1,1 @@
+"""metaal: meta-learning active-learning query strategies with JAX."""

@@ -1,0 +1,230 @@
+"""Tasks and their splits: the plain data every other part of metaal reads.
+
+A `Task` is one labelled classification data set after encoding (numeric
+matrix, integer labels, missing values still NaN). `make_split` turns it into
+a `Split` (pool / validation / test) for one seed, imputing and standardising
+with statistics of the pool alone, so nothing leaks from validation or test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pandas as pd
+
+#: Object columns with more distinct values than this are not one-hot encoded.
+MAX_CATEGORIES = 50
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the input, the problem and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One classification data set, encoded but not yet split or scaled.
+
+    `X` is float64 (rows, features) and may hold NaN (imputed at split time);
+    `y` holds integer labels 0..len(class_names)-1.
+    """
+
+    name: str
+    X: np.ndarray
+    y: np.ndarray
+    class_names: tuple[str, ...]
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        X = np.asarray(self.X, dtype=np.float64)
+        y = np.asarray(self.y)
+        if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
+            raise DataError(
+                f"task {self.name!r}: X must be (rows, features) and y (rows,); "
+                f"got X{X.shape} and y{y.shape}"
+            )
+        if np.isinf(X).any():
+            cols = sorted(set(np.nonzero(np.isinf(X))[1].tolist()))
+            raise DataError(
+                f"task {self.name!r}: infinite values in feature column(s) {cols}; "
+                "replace them with finite numbers or leave them empty to be imputed"
+            )
+        all_nan = np.isnan(X).all(axis=0)
+        if all_nan.any():
+            raise DataError(
+                f"task {self.name!r}: feature column(s) "
+                f"{np.nonzero(all_nan)[0].tolist()} have no value at all and cannot "
+                "be imputed; drop them"
+            )
+        if not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
+            raise DataError(f"task {self.name!r}: labels must be integers >= 0")
+        k = len(self.class_names)
+        present = np.unique(y)
+        if len(present) < 2:
+            raise DataError(
+                f"task {self.name!r}: only one class ({self.class_names[int(present[0])] if len(present) else 'none'!r}) "
+                "is present; active learning needs at least two classes"
+            )
+        if present.max() >= k:
+            raise DataError(f"task {self.name!r}: label {present.max()} has no class name")
+        object.__setattr__(self, "X", X)
+        object.__setattr__(self, "y", y.astype(np.int32))
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    @property
+    def minority_share(self) -> float:
+        """Share of rows in the rarest class."""
+        return float(np.bincount(self.y, minlength=self.n_classes).min() / len(self.y))
+
+
+def encode_frame(df: pd.DataFrame, target: str, name: str, source: str = "") -> Task:
+    """Encode a DataFrame into a `Task`: one-hot categoricals, keep NaN, encode labels.
+
+    Numeric columns are kept as they are (NaN stays NaN, imputed at split
+    time). Object / categorical / boolean columns are one-hot encoded
+    (a missing value gets no category). Labels are encoded by sorted string
+    value.
+    """
+    if target not in df.columns:
+        raise DataError(
+            f"{name}: target column {target!r} not found; columns are {list(map(str, df.columns))}. "
+            "Pass the label column's name with --target"
+        )
+    labels = df[target]
+    missing = labels.isna() | (labels.astype(str).str.strip() == "")
+    if missing.any():
+        rows = np.nonzero(missing.to_numpy())[0][:10].tolist()
+        raise DataError(
+            f"{name}: target column {target!r} has {int(missing.sum())} missing value(s) "
+            f"(rows {rows}...); every row needs a label here: drop or label those rows"
+        )
+    features = df.drop(columns=[target])
+    if features.shape[1] == 0:
+        raise DataError(f"{name}: no feature columns besides the target {target!r}")
+    blocks = []
+    for col in features.columns:
+        series = features[col]
+        if pd.api.types.is_bool_dtype(series):
+            blocks.append(series.astype(np.float64).to_numpy()[:, None])
+        elif pd.api.types.is_numeric_dtype(series):
+            blocks.append(series.to_numpy(dtype=np.float64)[:, None])
+        else:
+            numeric = pd.to_numeric(series, errors="coerce")
+            if numeric.notna().sum() == series.notna().sum():
+                blocks.append(numeric.to_numpy(dtype=np.float64)[:, None])
+                continue
+            values = series.astype("string").str.strip()
+            cats = sorted(values.dropna().unique().tolist())
+            if len(cats) > MAX_CATEGORIES:
+                raise DataError(
+                    f"{name}: column {col!r} is non-numeric with {len(cats)} distinct values "
+                    f"(more than {MAX_CATEGORIES}) and cannot be one-hot encoded; drop it "
+                    "or convert it to numbers"
+                )
+            onehot = np.stack([(values == c).fillna(False).to_numpy() for c in cats], axis=1)
+            onehot = onehot.astype(np.float64)
+            onehot[values.isna().to_numpy()] = np.nan
+            blocks.append(onehot)
+    X = np.concatenate(blocks, axis=1)
+    label_str = labels.astype(str).str.strip()
+    class_names = tuple(sorted(label_str.unique().tolist()))
+    y = np.searchsorted(np.array(class_names), label_str.to_numpy()).astype(np.int32)
+    return Task(name=name, X=X, y=y, class_names=class_names, source=source)
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One seed's pool / validation / test split of a task, imputed and standardised.
+
+    Arrays are float32 features and int32 labels. The pool is what active
+    learning labels from; validation drives rewards; test is only reported.
+    """
+
+    name: str
+    n_classes: int
+    pool_X: np.ndarray
+    pool_y: np.ndarray
+    val_X: np.ndarray
+    val_y: np.ndarray
+    test_X: np.ndarray
+    test_y: np.ndarray
+
+    @property
+    def n_features(self) -> int:
+        """Number of feature columns."""
+        return self.pool_X.shape[1]
+
+
+def split_sizes(n: int, max_pool: int, max_val: int, max_test: int) -> tuple[int, int, int]:
+    """Sizes (pool, val, test) for `n` rows: 15% each for val and test (at least 15), the rest pool.
+
+    Large sets are subsampled: the pool is capped at `max_pool`.
+    """
+    n_val = int(min(max_val, max(15, round(0.15 * n))))
+    n_test = int(min(max_test, max(15, round(0.15 * n))))
+    n_pool = int(min(max_pool, n - n_val - n_test))
+    if n_pool < 2:
+        raise DataError(f"only {n} rows: too few to split into pool, validation and test")
+    return n_pool, n_val, n_test
+
+
+def _stratified_order(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of rows whose every prefix is (near) stratified by class."""
+    keys = np.empty(len(y))
+    for c in np.unique(y):
+        idx = np.nonzero(y == c)[0]
+        rank = rng.permutation(len(idx))
+        keys[idx] = (rank + rng.uniform(size=len(idx))) / len(idx)
+    return np.argsort(keys, kind="stable")
+
+
+def make_split(
+    task: Task,
+    seed: int,
+    max_pool: int = 1000,
+    max_val: int = 500,
+    max_test: int = 500,
+) -> Split:
+    """Stratified pool / validation / test split of `task` for `seed`.
+
+    Missing values are imputed with pool medians and every feature is
+    standardised with pool mean and standard deviation (constant columns
+    become 0), so validation and test statistics never leak in.
+    """
+    rng = np.random.default_rng(seed)
+    n_pool, n_val, n_test = split_sizes(len(task.y), max_pool, max_val, max_test)
+    order = _stratified_order(task.y, rng)
+    test_idx = order[:n_test]
+    val_idx = order[n_test : n_test + n_val]
+    rest = order[n_test + n_val :]
+    pool_idx = rest[_stratified_order(task.y[rest], rng)[:n_pool]]
+    pool_X = task.X[pool_idx]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column empty in the pool
+        median = np.nan_to_num(np.nanmedian(pool_X, axis=0))
+
+    def clean(X: np.ndarray) -> np.ndarray:
+        return np.where(np.isnan(X), median, X)
+
+    pool_X = clean(pool_X)
+    mean, std = pool_X.mean(axis=0), pool_X.std(axis=0)
+    std = np.where(std > 1e-12, std, 1.0)
+
+    def scale(idx: np.ndarray) -> np.ndarray:
+        return ((clean(task.X[idx]) - mean) / std).astype(np.float32)
+
+    return Split(
+        name=task.name,
+        n_classes=task.n_classes,
+        pool_X=scale(pool_idx),
+        pool_y=task.y[pool_idx],
+        val_X=scale(val_idx),
+        val_y=task.y[val_idx],
+        test_X=scale(test_idx),
+        test_y=task.y[test_idx],
+    )
