@@ -1,0 +1,350 @@
+"""Pool-based active learning as a functional JAX environment (gymnax-1.0 shaped).
+
+    reset(key, params)               -> obs, state
+    step(key, state, action, params) -> obs, state, reward, terminated, truncated, info
+
+Episode semantics. An episode is one AL run on one task split (in
+`EnvParams`). `reset` draws a small initial labelled set (one sample per
+class first, as far as `n_initial` allows, then at random), fits the learner
+and scores it on the validation split. Each step offers `n_candidates`
+unlabelled pool samples (drawn uniformly without replacement) or, with
+`n_candidates=None`, the whole pool; the action is an index into the
+candidates. The label is revealed, the learner is refitted (warm start) and
+the validation accuracy recomputed.
+
+Reward (`EnvConfig.reward`):
+- `"gain"`: validation accuracy after minus before the step; an episode's
+  rewards sum to final minus initial validation accuracy;
+- `"aulc"`: validation accuracy after the step, so the return is the area
+  under the validation learning curve.
+
+An action that points at a masked candidate (already labelled, padding) is a
+no-op that still uses one query of the budget and is rewarded
+`-invalid_action_penalty`. After `budget` steps the episode is `terminated`
+(the remaining budget is part of the state); `truncated` is always False.
+
+The test split never enters reward or observation: it is only reported in
+`info["test_score"]`. Task data lives in `EnvParams`, never on the env, so
+one jitted function vmaps over tasks (padded to common shapes) and seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from metaal import features
+from metaal.data.batch import TaskBatch
+from metaal.learners import Learner, make_learner
+from metaal.strategies.base import Context
+
+REWARDS = ("gain", "aulc")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """Static settings: everything that sets shapes or code paths (hashable, one compile each)."""
+
+    budget: int = 100
+    """Queries per episode."""
+    n_initial: int = 5
+    """Size of the initial labelled set."""
+    n_candidates: int | None = 32
+    """Candidates offered per step; None offers the whole unlabelled pool."""
+    reward: str = "gain"
+    """`gain` (validation gain) or `aulc` (validation accuracy after each step)."""
+    learner: str = "logreg"
+    """Learner name in `metaal.learners.LEARNERS`."""
+    fit_steps: int = 5
+    """Optimiser steps per warm-started refit."""
+    init_fit_steps: int = 50
+    """Optimiser steps of the cold fit at reset."""
+    probe_size: int = 32
+    """Pool samples whose sorted confidences enter the state."""
+    invalid_action_penalty: float = 1.0
+    """Reward of an action on a masked candidate."""
+
+    def __post_init__(self) -> None:
+        if self.budget <= 0:
+            raise ValueError(f"budget must be a positive number of queries, got {self.budget}")
+        if self.n_initial < 1:
+            raise ValueError(f"n_initial must be at least 1, got {self.n_initial}")
+        if self.n_candidates is not None and self.n_candidates < 1:
+            raise ValueError(f"n_candidates must be >= 1 or None, got {self.n_candidates}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"unknown reward {self.reward!r}; choose one of {REWARDS}")
+
+    def make_learner(self, cold: bool) -> Learner:
+        """The configured learner for the cold fit at reset or for warm refits."""
+        if self.learner == "logreg":
+            if cold:
+                return make_learner("logreg", steps=self.init_fit_steps, power_iters=12)
+            return make_learner("logreg", steps=self.fit_steps, power_iters=1)
+        return make_learner(self.learner, steps=self.init_fit_steps if cold else self.fit_steps)
+
+
+@struct.dataclass
+class EnvParams:
+    """One task split, padded, plus per-task quantities computed once (pool density)."""
+
+    task: TaskBatch
+    density: jnp.ndarray
+
+
+@struct.dataclass
+class Observation:
+    """What a policy sees: pooled state, per-candidate features and the action mask."""
+
+    state: jnp.ndarray
+    candidates: jnp.ndarray
+    action_mask: jnp.ndarray
+
+
+@struct.dataclass
+class EnvState:
+    """The dynamic part of an episode."""
+
+    labeled: jnp.ndarray  # (N,) bool
+    labeled_idx: jnp.ndarray  # (n_initial + budget,) pool indices in labelling order
+    n_labeled: jnp.ndarray
+    step: jnp.ndarray
+    learner: Any
+    val_score: jnp.ndarray
+    initial_val_score: jnp.ndarray
+    dist_labeled: jnp.ndarray  # (N,) distance of every pool row to the labelled set
+    class_counts: jnp.ndarray  # (K,) labels revealed per class
+    probe: jnp.ndarray  # (probe_size,) pool indices
+    candidates: jnp.ndarray  # (C,) pool indices
+    candidate_mask: jnp.ndarray  # (C,) bool
+
+
+def make_params(task: TaskBatch) -> EnvParams:
+    """Env params for one padded task (unbatched); use `jax.vmap(make_params)` for a batch."""
+    return EnvParams(task=task, density=features.pool_density(task.pool_X, task.pool_mask))
+
+
+def check_fits(task: TaskBatch, config: EnvConfig, name: str = "task") -> None:
+    """Raise a clear error when the pool cannot hold the initial set plus the budget."""
+    n_pool = int(jnp.min(jnp.sum(task.pool_mask, axis=-1)))
+    if config.n_initial + config.budget > n_pool:
+        raise ValueError(
+            f"{name}: the pool has {n_pool} samples but the initial set ({config.n_initial}) "
+            f"plus the budget ({config.budget}) needs {config.n_initial + config.budget}; "
+            f"lower the budget to at most {n_pool - config.n_initial}"
+        )
+
+
+class ActiveLearningEnv:
+    """The functional environment; holds only the static `EnvConfig`."""
+
+    def __init__(self, config: EnvConfig = EnvConfig()) -> None:
+        self.config = config
+        self.learner_init = config.make_learner(cold=True)
+        self.learner_step = config.make_learner(cold=False)
+        self.reset = jax.jit(self.reset_env)
+        self.step = jax.jit(self.step_env)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def n_candidates(self, params: EnvParams) -> int:
+        """Static number of candidates per step for these params."""
+        return self.config.n_candidates or params.task.pool_X.shape[-2]
+
+    def _labeled_weights(self, state_idx, n_labeled):
+        return (jnp.arange(state_idx.shape[0]) < n_labeled).astype(jnp.float32)
+
+    def _fit(self, learner, params_learner, task: TaskBatch, idx, n_labeled):
+        X = task.pool_X[idx]
+        y = task.pool_y[idx]
+        return learner.fit(
+            params_learner, X, y, self._labeled_weights(idx, n_labeled), task.class_mask
+        )
+
+    def _accuracy(self, learner_params, X, y, mask, class_mask):
+        probs = self.learner_step.predict_proba(learner_params, X, class_mask)
+        correct = (jnp.argmax(probs, axis=-1) == y) & mask
+        return jnp.sum(correct) / jnp.maximum(jnp.sum(mask), 1)
+
+    def _sample_candidates(self, key, labeled, params: EnvParams):
+        task = params.task
+        available = task.pool_mask & ~labeled
+        if self.config.n_candidates is None:
+            return jnp.arange(labeled.shape[0], dtype=jnp.int32), available
+        u = jax.random.uniform(key, labeled.shape)
+        _, idx = jax.lax.top_k(jnp.where(available, u, -1.0), self.config.n_candidates)
+        return idx.astype(jnp.int32), available[idx]
+
+    def _distance_to(self, X, x):
+        return jnp.sqrt(jnp.maximum(jnp.sum((X - x) ** 2, axis=-1), 0.0))
+
+    def observe(self, state: EnvState, params: EnvParams) -> Observation:
+        """The observation of `state` (a pure function of state and params)."""
+        task = params.task
+        cand_X = task.pool_X[state.candidates]
+        member = self.learner_step.member_proba(state.learner, cand_X, task.class_mask)
+        probs = member.mean(axis=0)
+        cand = features.candidate_features(
+            probs,
+            member,
+            cand_X,
+            state.dist_labeled[state.candidates],
+            params.density[state.candidates],
+            state.class_counts,
+            task.class_mask,
+            task.feature_mask,
+            state.candidate_mask,
+        )
+        probe_probs = self.learner_step.predict_proba(
+            state.learner, task.pool_X[state.probe], task.class_mask
+        )
+        n_pool = jnp.maximum(jnp.sum(task.pool_mask), 1)
+        vec = features.state_features(
+            probe_probs,
+            task.pool_mask[state.probe],
+            task.class_mask,
+            state.class_counts,
+            state.step / self.config.budget,
+            state.n_labeled / n_pool,
+            state.val_score,
+            state.val_score - state.initial_val_score,
+        )
+        return Observation(state=vec, candidates=cand, action_mask=state.candidate_mask)
+
+    def context(self, state: EnvState, params: EnvParams) -> Context:
+        """Raw arrays of the current step for heuristic strategies (see `metaal.strategies`).
+
+        Its `lookahead(action)` is the validation gain of labelling candidate
+        `action`: the one-step oracle's look-ahead, using validation labels.
+        """
+        task = params.task
+        cand_X = task.pool_X[state.candidates]
+        member = self.learner_step.member_proba(state.learner, cand_X, task.class_mask)
+
+        def lookahead(action):
+            _, _, _, _, _, info = self.step_env(jax.random.key(0), state, action, params)
+            return jnp.where(info["valid_action"], info["val_score"] - state.val_score, -jnp.inf)
+
+        return Context(
+            cand_X=cand_X,
+            cand_probs=member.mean(axis=0),
+            cand_member_probs=member,
+            cand_index=state.candidates,
+            pool_X=task.pool_X,
+            pool_mask=task.pool_mask,
+            labeled=state.labeled,
+            pool_probs=self.learner_step.predict_proba(state.learner, task.pool_X, task.class_mask),
+            class_mask=task.class_mask,
+            feature_mask=task.feature_mask,
+            step=state.step,
+            budget=self.config.budget,
+            lookahead=lookahead,
+        )
+
+    # -- reset / step ----------------------------------------------------------------
+
+    def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[Observation, EnvState]:
+        """Start an episode: initial labelled set, cold fit, first candidates."""
+        cfg = self.config
+        task = params.task
+        n, k = task.pool_y.shape[0], task.class_mask.shape[0]
+        k_init, k_learner, k_probe, k_cand = jax.random.split(key, 4)
+        # Initial set: the randomly first sample of each class gets priority, so the
+        # set is stratified as far as n_initial allows.
+        u = jax.random.uniform(k_init, (n,))
+        u = jnp.where(task.pool_mask, u, -1.0)
+        per_class = jnp.where(task.pool_y[None, :] == jnp.arange(k)[:, None], u[None, :], -1.0)
+        first = jnp.argmax(per_class, axis=1)
+        has_class = jnp.max(per_class, axis=1) >= 0
+        is_first = jnp.zeros(n, bool).at[first].max(has_class)
+        _, init_idx = jax.lax.top_k(jnp.where(is_first, u + 2.0, u), cfg.n_initial)
+        init_idx = init_idx.astype(jnp.int32)
+        labeled_idx = jnp.zeros(cfg.n_initial + cfg.budget, jnp.int32).at[: cfg.n_initial].set(
+            init_idx
+        )
+        labeled = jnp.zeros(n, bool).at[init_idx].set(True)
+        n_labeled = jnp.int32(cfg.n_initial)
+        learner = self.learner_init.init(k_learner, task.pool_X.shape[1], k)
+        learner = self._fit(self.learner_init, learner, task, labeled_idx, n_labeled)
+        val = self._accuracy(learner, task.val_X, task.val_y, task.val_mask, task.class_mask)
+        dist = jax.vmap(lambda x: self._distance_to(task.pool_X, x))(task.pool_X[init_idx])
+        _, probe = jax.lax.top_k(
+            jnp.where(task.pool_mask, jax.random.uniform(k_probe, (n,)), -1.0),
+            min(cfg.probe_size, n),
+        )
+        probe = jnp.resize(probe.astype(jnp.int32), (cfg.probe_size,))
+        candidates, cand_mask = self._sample_candidates(k_cand, labeled, params)
+        state = EnvState(
+            labeled=labeled,
+            labeled_idx=labeled_idx,
+            n_labeled=n_labeled,
+            step=jnp.int32(0),
+            learner=learner,
+            val_score=val,
+            initial_val_score=val,
+            dist_labeled=jnp.min(dist, axis=0),
+            class_counts=jnp.zeros(k, jnp.float32).at[task.pool_y[init_idx]].add(1.0),
+            probe=probe,
+            candidates=candidates,
+            candidate_mask=cand_mask,
+        )
+        return self.observe(state, params), state
+
+    def step_env(
+        self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams
+    ) -> tuple[Observation, EnvState, jax.Array, jax.Array, jax.Array, dict[str, jax.Array]]:
+        """Label candidate `action`, refit, score; returns the gymnax-1.0 tuple."""
+        cfg = self.config
+        task = params.task
+        action = jnp.clip(jnp.asarray(action, jnp.int32), 0, state.candidates.shape[0] - 1)
+        valid = state.candidate_mask[action]
+        idx = state.candidates[action]
+        labeled_idx = jnp.where(
+            valid, state.labeled_idx.at[state.n_labeled].set(idx), state.labeled_idx
+        )
+        n_labeled = state.n_labeled + valid.astype(jnp.int32)
+        learner = self._fit(self.learner_step, state.learner, task, labeled_idx, n_labeled)
+        learner = jax.tree.map(lambda new, old: jnp.where(valid, new, old), learner, state.learner)
+        val = self._accuracy(learner, task.val_X, task.val_y, task.val_mask, task.class_mask)
+        test = self._accuracy(learner, task.test_X, task.test_y, task.test_mask, task.class_mask)
+        new_dist = jnp.minimum(state.dist_labeled, self._distance_to(task.pool_X, task.pool_X[idx]))
+        if cfg.reward == "gain":
+            reward = val - state.val_score
+        else:
+            reward = val
+        reward = jnp.where(valid, reward, -cfg.invalid_action_penalty).astype(jnp.float32)
+        labeled = state.labeled.at[idx].set(state.labeled[idx] | valid)
+        candidates, cand_mask = self._sample_candidates(key, labeled, params)
+        new_state = EnvState(
+            labeled=labeled,
+            labeled_idx=labeled_idx,
+            n_labeled=n_labeled,
+            step=state.step + 1,
+            learner=learner,
+            val_score=val,
+            initial_val_score=state.initial_val_score,
+            dist_labeled=jnp.where(valid, new_dist, state.dist_labeled),
+            class_counts=state.class_counts.at[task.pool_y[idx]].add(valid.astype(jnp.float32)),
+            probe=state.probe,
+            candidates=candidates,
+            candidate_mask=cand_mask,
+        )
+        terminated = new_state.step >= cfg.budget
+        info = {
+            "val_score": val,
+            "test_score": test,
+            "n_labeled": n_labeled,
+            "pool_index": idx,
+            "valid_action": valid,
+        }
+        return (
+            self.observe(new_state, params),
+            new_state,
+            reward,
+            terminated,
+            jnp.array(False),
+            info,
+        )

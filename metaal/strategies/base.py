@@ -1,0 +1,72 @@
+"""The one interface every query strategy implements, heuristic or learned.
+
+A strategy scores the candidates the environment offers; the highest score
+among the unmasked candidates is queried. Strategies are pure JAX functions,
+so the same strategy runs inside the jitted, vmapped environment for every
+task and seed at once.
+
+`score(key, obs, ctx, memory) -> (scores, memory)`:
+- `obs` is the policy's observation (`state`, `candidates`, `action_mask`,
+  see `metaal.features`); a learned policy reads only this;
+- `ctx` is a `Context` of raw arrays a heuristic may read (candidate
+  features X, predicted probabilities, the labelled set, the pool);
+- `memory` is the strategy's own state across the steps of one episode
+  (e.g. ALBL's bandit weights), created by `init(key, ctx)`; stateless
+  strategies use `()`.
+
+metaal imports no environment or agent code: the env builds the `Context`,
+and a learned strategy wraps a scoring function of the observation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+Memory = Any
+
+
+@struct.dataclass
+class Context:
+    """Raw arrays describing the current AL step, for heuristics that need more than `obs`.
+
+    Shapes: C candidates, N pool rows, D features, K classes, M ensemble members.
+    """
+
+    cand_X: jnp.ndarray  # (C, D) candidate features (standardised)
+    cand_probs: jnp.ndarray  # (C, K) predicted class probabilities
+    cand_member_probs: jnp.ndarray  # (M, C, K) per-member probabilities (M=1 if no ensemble)
+    cand_index: jnp.ndarray  # (C,) pool index of each candidate
+    pool_X: jnp.ndarray  # (N, D)
+    pool_mask: jnp.ndarray  # (N,) real (non-padding) pool rows
+    labeled: jnp.ndarray  # (N,) bool, labelled so far
+    pool_probs: jnp.ndarray  # (N, K) predicted probabilities on the whole pool
+    class_mask: jnp.ndarray  # (K,)
+    feature_mask: jnp.ndarray  # (D,)
+    step: jnp.ndarray  # queries made so far in this episode
+    budget: int = struct.field(pytree_node=False)
+    lookahead: Callable[[jax.Array], jnp.ndarray] | None = struct.field(
+        pytree_node=False, default=None
+    )  # candidate index -> validation gain of labelling it (the oracle's only input)
+
+
+class Strategy(NamedTuple):
+    """A named query strategy (see the module docstring for the contract)."""
+
+    name: str
+    family: str  # uncertainty | distribution | hybrid | learned | random | oracle
+    score: Callable[..., tuple[jnp.ndarray, Memory]]
+    init: Callable[..., Memory] = lambda key, ctx: ()
+    deployable: bool = True  # False for references that peek at labels (the oracle)
+
+
+def select(scores: jnp.ndarray, mask: jnp.ndarray, key: jax.Array) -> jnp.ndarray:
+    """Index of the best-scoring unmasked candidate; ties broken uniformly at random by `key`."""
+    scores = jnp.where(mask, scores, -jnp.inf)
+    best = scores == jnp.max(scores)
+    noise = jax.random.uniform(key, scores.shape)
+    return jnp.argmax(jnp.where(best & mask, noise, -1.0))
