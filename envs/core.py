@@ -39,6 +39,7 @@ from flax import struct
 
 from metaal import features
 from metaal.data.batch import TaskBatch
+from metaal.features import Observation
 from metaal.learners import Learner, make_learner
 from metaal.strategies.base import Context
 
@@ -93,15 +94,6 @@ class EnvParams:
 
     task: TaskBatch
     density: jnp.ndarray
-
-
-@struct.dataclass
-class Observation:
-    """What a policy sees: pooled state, per-candidate features and the action mask."""
-
-    state: jnp.ndarray
-    candidates: jnp.ndarray
-    action_mask: jnp.ndarray
 
 
 @struct.dataclass
@@ -185,34 +177,23 @@ class ActiveLearningEnv:
         """The observation of `state` (a pure function of state and params)."""
         task = params.task
         cand_X = task.pool_X[state.candidates]
-        member = self.learner_step.member_proba(state.learner, cand_X, task.class_mask)
-        probs = member.mean(axis=0)
-        cand = features.candidate_features(
-            probs,
-            member,
+        n_pool = jnp.maximum(jnp.sum(task.pool_mask), 1)
+        return features.observation(
+            self.learner_step.member_proba(state.learner, cand_X, task.class_mask),
             cand_X,
             state.dist_labeled[state.candidates],
             params.density[state.candidates],
+            state.candidate_mask,
+            self.learner_step.predict_proba(state.learner, task.pool_X[state.probe], task.class_mask),
+            task.pool_mask[state.probe],
             state.class_counts,
             task.class_mask,
             task.feature_mask,
-            state.candidate_mask,
-        )
-        probe_probs = self.learner_step.predict_proba(
-            state.learner, task.pool_X[state.probe], task.class_mask
-        )
-        n_pool = jnp.maximum(jnp.sum(task.pool_mask), 1)
-        vec = features.state_features(
-            probe_probs,
-            task.pool_mask[state.probe],
-            task.class_mask,
-            state.class_counts,
             state.step / self.config.budget,
             state.n_labeled / n_pool,
             state.val_score,
             state.val_score - state.initial_val_score,
         )
-        return Observation(state=vec, candidates=cand, action_mask=state.candidate_mask)
 
     def context(self, state: EnvState, params: EnvParams) -> Context:
         """Raw arrays of the current step for heuristic strategies (see `metaal.strategies`).
@@ -237,6 +218,11 @@ class ActiveLearningEnv:
             pool_mask=task.pool_mask,
             labeled=state.labeled,
             pool_probs=self.learner_step.predict_proba(state.learner, task.pool_X, task.class_mask),
+            labels=jnp.where(state.labeled, task.pool_y, -1),
+            labeled_idx=state.labeled_idx,
+            n_labeled=state.n_labeled,
+            dist_labeled=state.dist_labeled,
+            density=params.density,
             class_mask=task.class_mask,
             feature_mask=task.feature_mask,
             step=state.step,
@@ -262,8 +248,8 @@ class ActiveLearningEnv:
         is_first = jnp.zeros(n, bool).at[first].max(has_class)
         _, init_idx = jax.lax.top_k(jnp.where(is_first, u + 2.0, u), cfg.n_initial)
         init_idx = init_idx.astype(jnp.int32)
-        labeled_idx = jnp.zeros(cfg.n_initial + cfg.budget, jnp.int32).at[: cfg.n_initial].set(
-            init_idx
+        labeled_idx = (
+            jnp.zeros(cfg.n_initial + cfg.budget, jnp.int32).at[: cfg.n_initial].set(init_idx)
         )
         labeled = jnp.zeros(n, bool).at[init_idx].set(True)
         n_labeled = jnp.int32(cfg.n_initial)

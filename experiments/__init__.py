@@ -1,0 +1,1 @@
+"""Experiments: configs, the `metaal` command, training and evaluation pipelines, benchmarks."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 #: Absolute per-candidate features, in column order.
 BASE_FEATURES = (
@@ -29,9 +30,7 @@ BASE_FEATURES = (
 )
 RANKED = ("entropy", "margin", "dist_labeled", "density", "egl", "disagreement")
 CANDIDATE_FEATURES = (
-    BASE_FEATURES
-    + tuple(f"z_{f}" for f in BASE_FEATURES)
-    + tuple(f"rank_{f}" for f in RANKED)
+    BASE_FEATURES + tuple(f"z_{f}" for f in BASE_FEATURES) + tuple(f"rank_{f}" for f in RANKED)
 )
 N_CANDIDATE_FEATURES = len(CANDIDATE_FEATURES)
 
@@ -193,11 +192,7 @@ def pool_density(X: jnp.ndarray, mask: jnp.ndarray, n_reference: int = 512) -> j
     """
     ref = X[:n_reference]
     ref_mask = mask[:n_reference]
-    sq = (
-        jnp.sum(X**2, axis=1)[:, None]
-        + jnp.sum(ref**2, axis=1)[None, :]
-        - 2.0 * X @ ref.T
-    )
+    sq = jnp.sum(X**2, axis=1)[:, None] + jnp.sum(ref**2, axis=1)[None, :] - 2.0 * X @ ref.T
     sq = jnp.maximum(sq, 0.0)
     ref_sq = jnp.where(ref_mask[:, None] & ref_mask[None, :], sq[:n_reference], jnp.nan)
     h2 = jnp.nanmedian(ref_sq) + 1e-6
@@ -205,3 +200,57 @@ def pool_density(X: jnp.ndarray, mask: jnp.ndarray, n_reference: int = 512) -> j
     dens = jnp.sum(k, axis=1) / jnp.maximum(jnp.sum(ref_mask), 1)
     dens = jnp.where(mask, dens, 0.0)
     return dens / jnp.maximum(jnp.max(dens), 1e-12)
+
+
+@struct.dataclass
+class Observation:
+    """What a policy sees: pooled state, per-candidate features and the action mask."""
+
+    state: jnp.ndarray
+    candidates: jnp.ndarray
+    action_mask: jnp.ndarray
+
+
+def observation(
+    cand_member_probs: jnp.ndarray,
+    cand_X: jnp.ndarray,
+    cand_dist_labeled: jnp.ndarray,
+    cand_density: jnp.ndarray,
+    cand_mask: jnp.ndarray,
+    probe_probs: jnp.ndarray,
+    probe_mask: jnp.ndarray,
+    labeled_class_counts: jnp.ndarray,
+    class_mask: jnp.ndarray,
+    feature_mask: jnp.ndarray,
+    budget_used: jnp.ndarray,
+    labeled_fraction: jnp.ndarray,
+    val_score: jnp.ndarray,
+    val_gain_so_far: jnp.ndarray,
+) -> Observation:
+    """The `Observation` of one AL step, shared by the env and the query adapter.
+
+    `cand_member_probs` (M, C, K) are the learner's (members') predictions on
+    the candidates; `probe_probs` its predictions on the probe rows.
+    """
+    cand = candidate_features(
+        cand_member_probs.mean(axis=0),
+        cand_member_probs,
+        cand_X,
+        cand_dist_labeled,
+        cand_density,
+        labeled_class_counts,
+        class_mask,
+        feature_mask,
+        cand_mask,
+    )
+    state = state_features(
+        probe_probs,
+        probe_mask,
+        class_mask,
+        labeled_class_counts,
+        budget_used,
+        labeled_fraction,
+        val_score,
+        val_gain_so_far,
+    )
+    return Observation(state=state, candidates=cand, action_mask=cand_mask)

@@ -107,9 +107,7 @@ def make_logreg(C: float = 1.0, steps: int = 10, power_iters: int = 2) -> Learne
             return (W_look - lr * gW, b_look - lr * gb, W, b), None
 
         W, b = params["W"], params["b"]
-        (W, b, _, _), _ = jax.lax.scan(
-            step, (W, b, W, b), jnp.arange(steps, dtype=jnp.float32)
-        )
+        (W, b, _, _), _ = jax.lax.scan(step, (W, b, W, b), jnp.arange(steps, dtype=jnp.float32))
         return {"W": W, "b": b, "v": v}
 
     def predict_proba(params, X, class_mask):
@@ -174,9 +172,7 @@ def make_mlp(
     def predict_proba(params, X, class_mask):
         return _masked_softmax(logits(params, X), class_mask)
 
-    return Learner(
-        "mlp", init, fit, predict_proba, lambda p, X, m: predict_proba(p, X, m)[None]
-    )
+    return Learner("mlp", init, fit, predict_proba, lambda p, X, m: predict_proba(p, X, m)[None])
 
 
 # --- deep ensemble --------------------------------------------------------------------

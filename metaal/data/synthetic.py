@@ -100,7 +100,7 @@ def make_synthetic_task(
     counts = _class_counts(n_samples - n_honey, n_classes, imbalance)
 
     # Centres ~ N(0, (2 s)^2 / d) per axis keep centre distances near 2.8 s in any dimension.
-    center_scale = 2.0 * separability / np.sqrt(n_features)
+    centre_scale = 2.0 * separability / np.sqrt(n_features)
     X_parts, y_parts = [], []
     for k, count in enumerate(counts):
         class_centre = rng.normal(size=n_features)
@@ -111,13 +111,14 @@ def make_synthetic_task(
             # linearly separable); 1 scatters them independently (XOR-like layouts).
             own = rng.normal(size=n_features)
             mix = np.sqrt(1.0 - nonlinearity**2) * class_centre + nonlinearity * own
-            centre = mix * center_scale
-            # Anisotropic, rotated clusters: real classes are rarely round.
-            shape = _random_rotation(rng, n_features) * rng.uniform(0.5, 1.5, size=n_features)
+            centre = mix * centre_scale
+            # Stretch the axes, then rotate: real clusters are rarely round or axis-aligned.
+            stretch = rng.uniform(0.5, 1.5, size=n_features)[:, None]
+            shape = stretch * _random_rotation(rng, n_features)
             X_parts.append(centre + rng.normal(size=(m, n_features)) @ shape)
             y_parts.append(np.full(m, k))
     if n_honey:
-        centre = rng.normal(size=n_features) * center_scale
+        centre = rng.normal(size=n_features) * centre_scale
         X_parts.append(centre + rng.normal(size=(n_honey, n_features)))
         y_parts.append(rng.integers(n_classes, size=n_honey))
     X = np.concatenate(X_parts)

@@ -62,9 +62,10 @@ class Task:
         k = len(self.class_names)
         present = np.unique(y)
         if len(present) < 2:
+            only = self.class_names[int(present[0])] if len(present) else "none"
             raise DataError(
-                f"task {self.name!r}: only one class ({self.class_names[int(present[0])] if len(present) else 'none'!r}) "
-                "is present; active learning needs at least two classes"
+                f"task {self.name!r}: only one class ({only!r}) is present; "
+                "active learning needs at least two classes"
             )
         if present.max() >= k:
             raise DataError(f"task {self.name!r}: label {present.max()} has no class name")
@@ -92,8 +93,8 @@ def encode_frame(df: pd.DataFrame, target: str, name: str, source: str = "") -> 
     """
     if target not in df.columns:
         raise DataError(
-            f"{name}: target column {target!r} not found; columns are {list(map(str, df.columns))}. "
-            "Pass the label column's name with --target"
+            f"{name}: target column {target!r} not found; columns are "
+            f"{list(map(str, df.columns))}. Pass the label column's name with --target"
         )
     labels = df[target]
     missing = labels.isna() | (labels.astype(str).str.strip() == "")
@@ -189,12 +190,16 @@ def make_split(
     max_pool: int = 1000,
     max_val: int = 500,
     max_test: int = 500,
+    max_features: int | None = None,
 ) -> Split:
     """Stratified pool / validation / test split of `task` for `seed`.
 
     Missing values are imputed with pool medians and every feature is
     standardised with pool mean and standard deviation (constant columns
-    become 0), so validation and test statistics never leak in.
+    become 0), so validation and test statistics never leak in. With
+    `max_features`, wider tasks are projected on the pool's top principal
+    components (then re-standardised), so a suite padded to common shapes is
+    not as wide as its widest task.
     """
     rng = np.random.default_rng(seed)
     n_pool, n_val, n_test = split_sizes(len(task.y), max_pool, max_val, max_test)
@@ -218,13 +223,20 @@ def make_split(
     def scale(idx: np.ndarray) -> np.ndarray:
         return ((clean(task.X[idx]) - mean) / std).astype(np.float32)
 
+    parts = {"pool": scale(pool_idx), "val": scale(val_idx), "test": scale(test_idx)}
+    if max_features is not None and task.X.shape[1] > max_features:
+        _, _, vt = np.linalg.svd(parts["pool"].astype(np.float64), full_matrices=False)
+        proj = {k: v @ vt[:max_features].T for k, v in parts.items()}
+        mu, sd = proj["pool"].mean(axis=0), proj["pool"].std(axis=0)
+        sd = np.where(sd > 1e-12, sd, 1.0)
+        parts = {k: ((v - mu) / sd).astype(np.float32) for k, v in proj.items()}
     return Split(
         name=task.name,
         n_classes=task.n_classes,
-        pool_X=scale(pool_idx),
+        pool_X=parts["pool"],
         pool_y=task.y[pool_idx],
-        val_X=scale(val_idx),
+        val_X=parts["val"],
         val_y=task.y[val_idx],
-        test_X=scale(test_idx),
+        test_X=parts["test"],
         test_y=task.y[test_idx],
     )

@@ -45,6 +45,11 @@ class Context:
     pool_mask: jnp.ndarray  # (N,) real (non-padding) pool rows
     labeled: jnp.ndarray  # (N,) bool, labelled so far
     pool_probs: jnp.ndarray  # (N, K) predicted probabilities on the whole pool
+    labels: jnp.ndarray  # (N,) revealed label of each pool row, -1 where not labelled
+    labeled_idx: jnp.ndarray  # (L,) pool indices of labelled rows; the first n_labeled are valid
+    n_labeled: jnp.ndarray  # number of labelled rows
+    dist_labeled: jnp.ndarray  # (N,) distance of every pool row to the labelled set
+    density: jnp.ndarray  # (N,) pool density (`metaal.features.pool_density`)
     class_mask: jnp.ndarray  # (K,)
     feature_mask: jnp.ndarray  # (D,)
     step: jnp.ndarray  # queries made so far in this episode
@@ -62,6 +67,7 @@ class Strategy(NamedTuple):
     score: Callable[..., tuple[jnp.ndarray, Memory]]
     init: Callable[..., Memory] = lambda key, ctx: ()
     deployable: bool = True  # False for references that peek at labels (the oracle)
+    learner: str | None = None  # the env learner it needs (BALD: "ensemble"); None: any
 
 
 def select(scores: jnp.ndarray, mask: jnp.ndarray, key: jax.Array) -> jnp.ndarray:

@@ -1,0 +1,52 @@
+"""The `metaal` command: one subcommand per user job.
+
+    metaal datasets                 list suites and their datasets
+    metaal train ...                meta-train a query policy (DQN, PPO, imitation)
+    metaal evaluate ...             compare strategies on held-out datasets
+    metaal query ...                pick the rows of your own data to annotate next
+    metaal demo [--quick]           train the default policy and evaluate it on `heldout`
+
+The command lives in `experiments` (not `metaal`) because it drives every
+layer, and `metaal` imports none of the others. Subcommand modules are
+imported lazily so `metaal datasets` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: subcommand -> (module with add_arguments/main, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "datasets": ("experiments.datasets", "list the dataset suites with rows, features, classes"),
+    "train": ("experiments.train", "meta-train a query policy on a task suite"),
+    "evaluate": ("experiments.evaluate", "evaluate strategies on held-out datasets"),
+    "query": ("experiments.query", "pick the rows of your own data to annotate next"),
+    "demo": ("experiments.demo", "train the default policy and evaluate it on held-out data"),
+}
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The top-level parser; only the chosen subcommand's module is imported."""
+    parser = argparse.ArgumentParser(prog="metaal", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `metaal` command; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return int(module.main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
