@@ -18,10 +18,11 @@ Reward (`EnvConfig.reward`):
 - `"aulc"`: validation accuracy after the step, so the return is the area
   under the validation learning curve.
 
-An action that points at a masked candidate (already labelled, padding) is a
-no-op that still uses one query of the budget and is rewarded
-`-invalid_action_penalty`. After `budget` steps the episode is `terminated`
-(the remaining budget is part of the state); `truncated` is always False.
+An action that points at a masked candidate (already labelled, padding) or
+outside `[0, n_candidates)` is a no-op that still uses one query of the
+budget and is rewarded `-invalid_action_penalty`. After `budget` steps the
+episode is `terminated` (the remaining budget is part of the state);
+`truncated` is always False.
 
 The test split never enters reward or observation: it is only reported in
 `info["test_score"]`. Task data lives in `EnvParams`, never on the env, so
@@ -114,6 +115,27 @@ class EnvState:
     candidate_mask: jnp.ndarray  # (C,) bool
 
 
+def _mix32(h: jnp.ndarray) -> jnp.ndarray:
+    """A bijective 32-bit integer mixer with full avalanche (Wellons' `lowbias32`)."""
+    h = (h ^ (h >> 16)) * jnp.uint32(0x7FEB352D)
+    h = (h ^ (h >> 15)) * jnp.uint32(0x846CA68B)
+    return h ^ (h >> 16)
+
+
+def row_priorities(key: jax.Array, n: int) -> jnp.ndarray:
+    """Uniform [0, 1) priorities of `n` pool rows: a hash of the row index keyed by `key`.
+
+    Per step this replaces `n` threefry draws, which cost as much as the rest of
+    candidate sampling, by 2 draws and a few integer operations per row. For a
+    fixed key the hash is a bijection of the row index, and a row's priority
+    depends only on its index, so padding the pool changes no real row's
+    priority.
+    """
+    seed = jax.random.bits(key, (2,), jnp.uint32)
+    h = _mix32(_mix32(jnp.arange(n, dtype=jnp.uint32) ^ seed[0]) + seed[1])
+    return (h >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
+
+
 def make_params(task: TaskBatch) -> EnvParams:
     """Env params for one padded task (unbatched); use `jax.vmap(make_params)` for a batch."""
     return EnvParams(task=task, density=features.pool_density(task.pool_X, task.pool_mask))
@@ -166,7 +188,7 @@ class ActiveLearningEnv:
         available = task.pool_mask & ~labeled
         if self.config.n_candidates is None:
             return jnp.arange(labeled.shape[0], dtype=jnp.int32), available
-        u = jax.random.uniform(key, labeled.shape)
+        u = row_priorities(key, labeled.shape[0])
         _, idx = jax.lax.top_k(jnp.where(available, u, -1.0), self.config.n_candidates)
         return idx.astype(jnp.int32), available[idx]
 
@@ -177,6 +199,7 @@ class ActiveLearningEnv:
         """The observation of `state` (a pure function of state and params)."""
         task = params.task
         cand_X = task.pool_X[state.candidates]
+        probe_X = task.pool_X[state.probe]
         n_pool = jnp.maximum(jnp.sum(task.pool_mask), 1)
         return features.observation(
             self.learner_step.member_proba(state.learner, cand_X, task.class_mask),
@@ -184,7 +207,7 @@ class ActiveLearningEnv:
             state.dist_labeled[state.candidates],
             params.density[state.candidates],
             state.candidate_mask,
-            self.learner_step.predict_proba(state.learner, task.pool_X[state.probe], task.class_mask),
+            self.learner_step.predict_proba(state.learner, probe_X, task.class_mask),
             task.pool_mask[state.probe],
             state.class_counts,
             task.class_mask,
@@ -285,8 +308,10 @@ class ActiveLearningEnv:
         """Label candidate `action`, refit, score; returns the gymnax-1.0 tuple."""
         cfg = self.config
         task = params.task
-        action = jnp.clip(jnp.asarray(action, jnp.int32), 0, state.candidates.shape[0] - 1)
-        valid = state.candidate_mask[action]
+        action = jnp.asarray(action, jnp.int32)
+        in_range = (action >= 0) & (action < state.candidates.shape[0])
+        action = jnp.clip(action, 0, state.candidates.shape[0] - 1)
+        valid = in_range & state.candidate_mask[action]
         idx = state.candidates[action]
         labeled_idx = jnp.where(
             valid, state.labeled_idx.at[state.n_labeled].set(idx), state.labeled_idx

@@ -1,0 +1,440 @@
+"""Evaluate query strategies on data sets: paired runs, learning curves, AULC, ranks, plots, W&B.
+
+    metaal evaluate --suite heldout --seeds 20 --budget 100 --out runs/heldout
+    metaal evaluate --data mine.csv --target label --strategies margin,random,coreset
+    metaal evaluate --suite heldout --policy policy.msgpack --name dqn
+
+Protocol (see `metaal.metrics` for the numbers):
+- paired runs: for seed s every strategy gets the same split
+  (`make_split(task, s)`), the same initial labelled set and the same env
+  randomness (keys derived from s only, never from the strategy);
+- every unlabelled pool sample is a candidate at every step (by default);
+- one `jit(vmap(...))` per strategy runs every data set and seed at once:
+  the data sets are padded to common shapes (`stack_splits`), so each
+  strategy compiles once whatever the number of data sets;
+- strategies share one learner (`logreg` by default) except those that
+  declare another (`Strategy.learner`): BALD runs with the `ensemble`
+  learner, because ensemble disagreement is what it measures. Its curve is
+  therefore the ensemble's test accuracy; the report says so.
+
+Outputs in `--out`: results.csv (dataset, strategy, seed, step, n_labeled,
+test_accuracy), summary.csv (dataset, strategy, aulc_mean, aulc_std,
+final_accuracy_mean, rank), report.md, learning_curves.png, mean_ranks.png,
+and a W&B run (offline by default) with the config, the
+`eval/<dataset>/<strategy>/test_accuracy` curves, the summary table and the
+plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from envs.core import ActiveLearningEnv, EnvConfig, check_fits, make_params
+from experiments import report
+from metaal import metrics, tracking
+from metaal.data import Task, load_task, make_split, stack_splits, suite_names
+from metaal.data.batch import TaskBatch
+from metaal.strategies import HEURISTICS, Strategy, get_strategy, select
+from metaal.strategies.learned import LearnedStrategy
+
+DEFAULT_SEEDS = 20
+DEFAULT_BUDGET = 100
+DEFAULT_INITIAL = 5
+DEFAULT_OUT = "runs/evaluate"
+DEFAULT_LEARNER = "logreg"
+#: Episodes run by one call of a compiled runner (bounds memory on large suites).
+DEFAULT_MAX_ENVS = 256
+WANDB_PROJECT = "metaal"
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One strategy to evaluate and the env settings it runs with."""
+
+    strategy: Strategy
+    config: EnvConfig
+
+
+# --- inputs ---------------------------------------------------------------------------
+
+
+def load_tasks(
+    tasks_or_names: Sequence[Task | str], targets: Sequence[str | None] = ()
+) -> list[Task]:
+    """Tasks from `Task`s, data set names or file paths (`targets[i]`: label column of file i).
+
+    A file's task is named by its file name (`mine.csv`), or by its full path
+    when two files share a name.
+    """
+    tasks = []
+    targets = list(targets)
+    for i, item in enumerate(tasks_or_names):
+        if isinstance(item, Task):
+            tasks.append(item)
+        else:
+            tasks.append(load_task(str(item), targets[i] if i < len(targets) else None))
+    short = [Path(t.name).name if Path(t.name).is_file() else t.name for t in tasks]
+    tasks = [
+        dataclasses.replace(t, name=s) if short.count(s) == 1 else t
+        for t, s in zip(tasks, short, strict=True)
+    ]
+    names = [t.name for t in tasks]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"data set(s) {repeated} given more than once; list each once")
+    if not tasks:
+        raise ValueError("no data sets to evaluate on; pass --suite NAME or --data FILE")
+    return tasks
+
+
+def resolve_strategies(
+    strategies: Sequence[Strategy | str] | None,
+    policy: LearnedStrategy | str | Path | None = None,
+    policy_name: str = "learned",
+) -> list[tuple[Strategy, int | None]]:
+    """Strategies by name (default: the deployable heuristics) plus the policy, with probe sizes."""
+    chosen = [get_strategy(s) if isinstance(s, str) else s for s in (strategies or HEURISTICS)]
+    out: list[tuple[Strategy, int | None]] = [(s, None) for s in chosen]
+    if policy is not None:
+        learned = policy if isinstance(policy, LearnedStrategy) else LearnedStrategy.load(policy)
+        out.append((learned.to_strategy(policy_name), learned.probe_size))
+    names = [s.name for s, _ in out]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(
+            f"strategy name(s) {repeated} appear more than once; a learned policy needs a "
+            "name of its own (--name)"
+        )
+    return out
+
+
+def make_entries(
+    strategies: list[tuple[Strategy, int | None]],
+    budget: int,
+    n_initial: int,
+    n_candidates: int | None,
+    learner: str,
+) -> list[Entry]:
+    """Each strategy with its `EnvConfig`: one shared config but for the learner and probe size."""
+    base = EnvConfig(budget=budget, n_initial=n_initial, n_candidates=n_candidates, learner=learner)
+    entries = []
+    for strategy, probe in strategies:
+        config = dataclasses.replace(
+            base,
+            learner=strategy.learner or learner,
+            probe_size=probe or base.probe_size,
+        )
+        entries.append(Entry(strategy, config))
+    return entries
+
+
+def make_batch(tasks: Sequence[Task], seeds: Sequence[int]) -> TaskBatch:
+    """Every (task, seed) split padded to common shapes, task-major: row t * S + s."""
+    return stack_splits([make_split(task, int(seed)) for task in tasks for seed in seeds])
+
+
+def check_budget(tasks: Sequence[Task], batch: TaskBatch, n_seeds: int, config: EnvConfig) -> None:
+    """A clear error naming the data set when its pool cannot hold initial set + budget."""
+    for t, task in enumerate(tasks):
+        rows = slice(t * n_seeds, (t + 1) * n_seeds)
+        check_fits(jax.tree.map(lambda a, rows=rows: a[rows], batch), config, task.name)
+    if n_candidates := config.n_candidates:
+        if n_candidates > batch.pool_X.shape[-2]:
+            raise ValueError(
+                f"--n-candidates {n_candidates} exceeds the largest pool "
+                f"({batch.pool_X.shape[-2]}); leave it out to offer the whole pool"
+            )
+
+
+# --- the vmapped episode --------------------------------------------------------------
+
+
+def seed_keys(seeds: Sequence[int]) -> jax.Array:
+    """One key per seed: the root of its env and strategy randomness (never the strategy's name)."""
+    return jnp.stack([jax.random.key(int(s)) for s in seeds])
+
+
+def test_accuracy(env: ActiveLearningEnv, learner_params, task: TaskBatch) -> jax.Array:
+    """Test accuracy of a fitted learner (the env reports it after steps, not at reset)."""
+    probs = env.learner_step.predict_proba(learner_params, task.test_X, task.class_mask)
+    correct = (jnp.argmax(probs, axis=-1) == task.test_y) & task.test_mask
+    return jnp.sum(correct) / jnp.maximum(jnp.sum(task.test_mask), 1)
+
+
+@functools.lru_cache(maxsize=64)
+def episode_runner(strategy: Strategy, config: EnvConfig):
+    """`jit(vmap(episode))`: (keys (E,), params (E, ...)) -> test accuracy and n_labeled, (E, B+1).
+
+    Cached per (strategy, config), so repeated evaluations reuse the compiled code.
+    """
+    env = ActiveLearningEnv(config)
+
+    def episode(key, params):
+        env_key, strategy_key = jax.random.split(key)
+        reset_key, steps_key = jax.random.split(env_key)
+        init_key, score_key, select_key = jax.random.split(strategy_key, 3)
+        _, state = env.reset_env(reset_key, params)
+        memory = strategy.init(init_key, env.context(state, params))
+
+        def step(carry, keys):
+            state, memory = carry
+            k_env, k_score, k_select = keys
+            obs = env.observe(state, params)
+            scores, memory = strategy.score(k_score, obs, env.context(state, params), memory)
+            action = select(scores, obs.action_mask, k_select)
+            _, state, _, _, _, info = env.step_env(k_env, state, action, params)
+            return (state, memory), (info["test_score"], info["n_labeled"])
+
+        keys = tuple(jax.random.split(k, config.budget) for k in (steps_key, score_key, select_key))
+        _, (acc, n_labeled) = jax.lax.scan(step, (state, memory), keys)
+        acc0 = test_accuracy(env, state.learner, params.task)
+        return (
+            jnp.concatenate([acc0[None], acc]),
+            jnp.concatenate([state.n_labeled[None], n_labeled]),
+        )
+
+    return jax.jit(jax.vmap(episode))
+
+
+def run_chunked(runner, keys: jax.Array, params, max_envs: int):
+    """`runner(keys, params)` over at most `max_envs` episodes at a time (bounded memory).
+
+    The last chunk is padded with copies of episode 0, so every call has the
+    same shapes and the runner compiles once.
+    """
+    n = keys.shape[0]
+    if n <= max_envs:
+        return runner(keys, params)
+    index = np.concatenate([np.arange(n), np.zeros(-n % max_envs, int)])
+    outputs = [
+        runner(keys[rows], jax.tree.map(lambda a, rows=rows: a[rows], params))
+        for rows in np.split(index, len(index) // max_envs)
+    ]
+    return jax.tree.map(lambda *parts: jnp.concatenate(parts)[:n], *outputs)
+
+
+def curves_frame(
+    names: Sequence[str],
+    seeds: Sequence[int],
+    strategy: str,
+    acc: np.ndarray,
+    n_labeled: np.ndarray,
+) -> pd.DataFrame:
+    """Long results rows of one strategy from (T * S, B + 1) arrays."""
+    n_runs, n_steps = acc.shape
+    run = np.repeat(np.arange(n_runs), n_steps)
+    return pd.DataFrame(
+        {
+            "dataset": np.asarray(names, dtype=object)[run // len(seeds)],
+            "strategy": strategy,
+            "seed": np.asarray(seeds)[run % len(seeds)],
+            "step": np.tile(np.arange(n_steps), n_runs),
+            "n_labeled": n_labeled.reshape(-1).astype(int),
+            "test_accuracy": acc.reshape(-1).astype(np.float64),
+        }
+    )
+
+
+# --- the pipeline ---------------------------------------------------------------------
+
+
+def evaluate(
+    tasks_or_names: Sequence[Task | str],
+    strategies: Sequence[Strategy | str] | None = None,
+    seeds: int | Sequence[int] = DEFAULT_SEEDS,
+    budget: int = DEFAULT_BUDGET,
+    n_initial: int = DEFAULT_INITIAL,
+    out_dir: str | Path | None = DEFAULT_OUT,
+    wandb_mode: str = "offline",
+    policy: LearnedStrategy | str | Path | None = None,
+    policy_name: str = "learned",
+    n_candidates: int | None = None,
+    targets: Sequence[str | None] = (),
+    suite: str = "custom",
+    learner: str = DEFAULT_LEARNER,
+    wandb_project: str = WANDB_PROJECT,
+    progress: bool = True,
+    max_envs: int = DEFAULT_MAX_ENVS,
+) -> pd.DataFrame:
+    """Run every strategy on every task and seed; write the outputs to `out_dir`; return results.
+
+    `seeds` is a count (seeds 0..n-1) or explicit seed numbers. `out_dir=None`
+    writes nothing (and logs nothing to W&B). At most `max_envs` episodes
+    (data sets x seeds) run at once. Returns the results frame (columns
+    `metaal.metrics.RESULT_COLUMNS`).
+    """
+    seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must be a positive count or a non-empty list of seeds")
+    if wandb_mode not in tracking.MODES:
+        raise ValueError(f"unknown W&B mode {wandb_mode!r}; choose one of {tracking.MODES}")
+    chosen = resolve_strategies(strategies, policy, policy_name)
+    entries = make_entries(chosen, budget, n_initial, n_candidates, learner)
+    tasks = load_tasks(tasks_or_names, targets)
+    names = [t.name for t in tasks]
+    batch = make_batch(tasks, seeds)
+    check_budget(tasks, batch, len(seeds), entries[0].config)
+    params = jax.jit(jax.vmap(make_params))(batch)
+    keys = jnp.tile(seed_keys(seeds), len(tasks))
+
+    frames = []
+    started = time.perf_counter()
+    for entry in tqdm(entries, desc="strategies", unit="strategy", disable=not progress):
+        runner = episode_runner(entry.strategy, entry.config)
+        acc, n_labeled = run_chunked(runner, keys, params, max_envs)
+        frames.append(
+            curves_frame(names, seeds, entry.strategy.name, np.asarray(acc), np.asarray(n_labeled))
+        )
+    elapsed = time.perf_counter() - started
+    results = pd.concat(frames, ignore_index=True)[list(metrics.RESULT_COLUMNS)]
+
+    if out_dir is not None:
+        config = {
+            "suite": suite,
+            "datasets": names,
+            "strategies": [e.strategy.name for e in entries],
+            "learners": {e.strategy.name: e.config.learner for e in entries},
+            "references": [e.strategy.name for e in entries if not e.strategy.deployable],
+            "seeds": seeds,
+            "budget": budget,
+            "n_initial": n_initial,
+            "n_candidates": n_candidates,
+            "env": dataclasses.asdict(entries[0].config),
+            "policy": str(policy) if isinstance(policy, str | Path) else None,
+            "elapsed_seconds": elapsed,
+        }
+        write_outputs(results, Path(out_dir), config, wandb_mode, wandb_project)
+    return results
+
+
+def write_outputs(
+    results: pd.DataFrame, out: Path, config: dict, wandb_mode: str, wandb_project: str
+) -> dict[str, Path]:
+    """Write the CSVs, report and plots to `out` and log them to a W&B run; returns the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary = metrics.summarise(results)
+    paths = {"results": out / "results.csv", "summary": out / "summary.csv"}
+    results.to_csv(paths["results"], index=False)
+    summary.to_csv(paths["summary"], index=False)
+    paths.update(report.write_report(results, summary, out, config))
+
+    run = tracking.init_run(
+        wandb_project,
+        tracking.run_name(config["suite"], "eval", config["seeds"][0]),
+        config,
+        mode=wandb_mode,
+        dir=out,
+    )
+    curves = results.groupby(["step", "dataset", "strategy"])["test_accuracy"].mean()
+    for step, per_step in curves.groupby(level="step"):
+        run.log(
+            {f"eval/{d}/{s}/test_accuracy": float(v) for (_, d, s), v in per_step.items()},
+            step=int(step),
+        )
+    run.log_table("eval/summary", summary)
+    run.log_images({f"eval/plots/{p.stem}": p for p in paths.values() if p.suffix == ".png"})
+    run.update_summary(
+        {f"eval/mean_rank/{s}": float(r) for s, r in metrics.mean_ranks(summary).items()}
+    )
+    run.finish()
+    return paths
+
+
+# --- command line ---------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `metaal evaluate` options to `parser`."""
+    data = parser.add_argument_group("data (at least one)")
+    data.add_argument("--suite", help="task suite: heldout, train, synthetic[:N], a+b, or one name")
+    data.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="your own CSV / TSV / NPZ file (repeatable)",
+    )
+    data.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="label column of each --data file (once for all files, or once per file)",
+    )
+    parser.add_argument(
+        "--strategies",
+        help=f"comma-separated strategy names (default: {','.join(HEURISTICS)})",
+    )
+    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="seeds 0..N-1")
+    parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="queries per run")
+    parser.add_argument(
+        "--init", type=int, default=DEFAULT_INITIAL, help="size of the initial labelled set"
+    )
+    parser.add_argument(
+        "--n-candidates",
+        type=int,
+        default=None,
+        help="candidates offered per step (default: the whole unlabelled pool)",
+    )
+    parser.add_argument("--out", default=DEFAULT_OUT, help="output folder")
+    parser.add_argument(
+        "--wandb-mode", choices=tracking.MODES, default="offline", help="W&B logging mode"
+    )
+    parser.add_argument("--wandb-project", default=WANDB_PROJECT, help="W&B project")
+    parser.add_argument("--policy", help="a learned policy file (LearnedStrategy.save)")
+    parser.add_argument("--name", default="learned", help="the learned policy's strategy name")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run `metaal evaluate` from parsed arguments; returns the exit code (2 on bad input)."""
+    try:
+        if not args.suite and not args.data:
+            raise ValueError("no data sets given; pass --suite NAME or --data FILE")
+        if args.target and not args.data:
+            raise ValueError("--target names the label column of --data files; add --data FILE")
+        if len(args.target) not in (0, 1, len(args.data)):
+            raise ValueError(
+                f"{len(args.target)} --target values for {len(args.data)} --data files; "
+                "give one for all files or one per file"
+            )
+        targets = args.target * len(args.data) if len(args.target) == 1 else args.target
+        names = suite_names(args.suite) if args.suite else []
+        strategies = args.strategies.split(",") if args.strategies else None
+        if strategies is not None:
+            strategies = [s.strip() for s in strategies if s.strip()]
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+        results = evaluate(
+            [*args.data, *names],
+            strategies=strategies,
+            seeds=args.seeds,
+            budget=args.budget,
+            n_initial=args.init,
+            out_dir=args.out,
+            wandb_mode=args.wandb_mode,
+            policy=args.policy,
+            policy_name=args.name,
+            n_candidates=args.n_candidates,
+            targets=targets,
+            suite=args.suite or "data",
+            wandb_project=args.wandb_project,
+        )
+    except ValueError as err:  # DataError is a ValueError: bad input, told plainly
+        print(f"metaal evaluate: error: {err}", file=sys.stderr)
+        return 2
+    summary = metrics.summarise(results)
+    print(report.mean_rank_table(summary))
+    print(f"results in {args.out}")
+    return 0

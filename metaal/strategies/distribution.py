@@ -1,0 +1,98 @@
+"""Distribution strategies: query by where a sample lies in the pool, not by the model.
+
+- `coreset`: k-centre greedy (Sener & Savarese 2018): the candidate farthest
+  from the labelled set;
+- `density`: representativeness: the candidate of highest Gaussian-kernel
+  density in the pool (`metaal.features.pool_density`);
+- `typiclust`: TypiClust-like (Hacohen et al. 2022) with static shapes. At
+  the start of an episode the pool is clustered once by k-means into
+  `budget` clusters (TypiClust uses labelled + budget clusters, which is not a
+  static shape; the initial set is small, so budget clusters is close). Each
+  step queries the most typical candidate of the cluster with the fewest
+  labels, ties to the largest cluster. Typicality is the pool density above
+  (a kernel estimate of TypiClust's inverse mean distance to 20 nearest
+  neighbours, computed once per task instead of per cluster).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from metaal.strategies.base import Context, Strategy
+
+#: Lloyd iterations of TypiClust's k-means.
+KMEANS_ITERS = 10
+
+
+def _sq_dist(A: jnp.ndarray, B: jnp.ndarray) -> jnp.ndarray:
+    """(n, m) squared Euclidean distances, via the Gram matrix (one matmul)."""
+    sq = jnp.sum(A**2, axis=1)[:, None] + jnp.sum(B**2, axis=1)[None, :] - 2.0 * A @ B.T
+    return jnp.maximum(sq, 0.0)
+
+
+def kmeans_pp_seeds(key: jax.Array, X: jnp.ndarray, mask: jnp.ndarray, k: int) -> jnp.ndarray:
+    """Indices of `k` k-means++ seeds among the rows of `X` where `mask` holds (D^2 sampling)."""
+    n = X.shape[0]
+    keys = jax.random.split(key, k)
+
+    def pick(d2, key_i):
+        # Rows at distance 0 (already seeds, duplicates) are skipped while any other row is left.
+        weights = jnp.where(mask, d2, 0.0)
+        logits = jnp.where(jnp.any(weights > 0), jnp.log(weights), jnp.where(mask, 0.0, -jnp.inf))
+        i = jax.random.categorical(key_i, logits)
+        return jnp.minimum(d2, jnp.sum((X - X[i]) ** 2, axis=1)), i
+
+    _, seeds = jax.lax.scan(pick, jnp.full(n, jnp.inf), keys)
+    return seeds
+
+
+def kmeans(key: jax.Array, X: jnp.ndarray, mask: jnp.ndarray, k: int) -> jnp.ndarray:
+    """Cluster of every row: k-means++ seeding then `KMEANS_ITERS` Lloyd steps on masked rows."""
+    centres = X[kmeans_pp_seeds(key, X, mask, k)]
+
+    def lloyd(centres, _):
+        assign = jnp.argmin(_sq_dist(X, centres), axis=1)
+        onehot = jax.nn.one_hot(assign, k) * mask[:, None]
+        counts = onehot.sum(axis=0)
+        means = onehot.T @ X / jnp.maximum(counts, 1.0)[:, None]
+        return jnp.where(counts[:, None] > 0, means, centres), None
+
+    centres, _ = jax.lax.scan(lloyd, centres, None, length=KMEANS_ITERS)
+    return jnp.argmin(_sq_dist(X, centres), axis=1)
+
+
+def _coreset(key: jax.Array, obs, ctx: Context, memory):
+    return ctx.dist_labeled[ctx.cand_index], memory
+
+
+def _density(key: jax.Array, obs, ctx: Context, memory):
+    return ctx.density[ctx.cand_index], memory
+
+
+def _n_clusters(ctx: Context) -> int:
+    return min(ctx.budget, ctx.pool_X.shape[0])
+
+
+def _typiclust_init(key: jax.Array, ctx: Context) -> jnp.ndarray:
+    return kmeans(key, ctx.pool_X, ctx.pool_mask, _n_clusters(ctx))
+
+
+def _typiclust(key: jax.Array, obs, ctx: Context, cluster):
+    k = _n_clusters(ctx)
+    member = ctx.pool_mask.astype(jnp.int32)
+    size = jax.ops.segment_sum(member, cluster, k)
+    labels = jax.ops.segment_sum(member * ctx.labeled, cluster, k)
+    cand_cluster = cluster[ctx.cand_index]
+    open_ = jax.ops.segment_max(obs.action_mask.astype(jnp.int32), cand_cluster, k) > 0
+    # Fewest labels first, then the largest cluster: an exact integer key.
+    order = labels * (ctx.pool_X.shape[0] + 1) - size
+    target = jnp.argmin(jnp.where(open_, order, jnp.iinfo(jnp.int32).max))
+    typicality = ctx.density[ctx.cand_index]
+    # Outside the target cluster scores stay ordered by typicality but below every member.
+    return jnp.where(cand_cluster == target, typicality, typicality - 2.0), cluster
+
+
+CORESET = Strategy("coreset", "distribution", _coreset)
+DENSITY = Strategy("density", "distribution", _density)
+TYPICLUST = Strategy("typiclust", "distribution", _typiclust, init=_typiclust_init)

@@ -1,0 +1,163 @@
+"""Learned query strategies: a pure scoring function of the observation, its parameters and config.
+
+    policy = LearnedStrategy(apply, params, {"scorer": "agents.networks:make_scorer", ...})
+    policy.save("policy.msgpack")
+    policy = LearnedStrategy.load("policy.msgpack")
+    strategy = policy.to_strategy("learned")      # runs in the env like any heuristic
+    picks = policy.query(X, y)                    # scikit-activeml's contract
+
+`apply(params, obs) -> scores` reads only the observation (`obs.state`,
+`obs.candidates`, `obs.action_mask`; see `metaal.features`), so a policy
+transfers to any task.
+
+A policy file is one msgpack document: `format_version`, the JSON `config`
+and the `params` pytree. Functions cannot be stored, so `config["scorer"]`
+names a factory `"package.module:function"`; `load` imports it and calls
+`factory(config)` to rebuild `apply`. Only factories inside the `metaal`
+and `agents` packages are imported (a policy file must not run arbitrary
+code). `config["probe_size"]`, when present, is the probe size the policy
+was trained with (the length of its state vector).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import serialization
+
+from metaal.features import CANDIDATE_FEATURES, Observation
+from metaal.strategies.base import Strategy
+
+FORMAT_VERSION = 1
+#: Packages a policy file's scorer factory may come from.
+TRUSTED_PACKAGES = ("metaal", "agents")
+
+Params = Any
+Apply = Callable[[Params, Observation], jnp.ndarray]
+
+
+def linear_scorer(config: dict) -> Apply:
+    """`scores = candidates @ w + b`: the simplest learned ranker (params `w` (F,), `b` ())."""
+    del config
+
+    def apply(params: Params, obs: Observation) -> jnp.ndarray:
+        return obs.candidates @ params["w"] + params["b"]
+
+    return apply
+
+
+def linear_params(weights: dict[str, float]) -> Params:
+    """Params of `linear_scorer` from weights by name (`metaal.features.CANDIDATE_FEATURES`)."""
+    unknown = set(weights) - set(CANDIDATE_FEATURES)
+    if unknown:
+        raise ValueError(
+            f"unknown candidate features {sorted(unknown)}; known: {', '.join(CANDIDATE_FEATURES)}"
+        )
+    w = jnp.array([weights.get(f, 0.0) for f in CANDIDATE_FEATURES], jnp.float32)
+    return {"w": w, "b": jnp.float32(0.0)}
+
+
+def _resolve_scorer(spec: str) -> Callable[[dict], Apply]:
+    module, _, function = spec.partition(":")
+    if not function or module.split(".")[0] not in TRUSTED_PACKAGES:
+        raise ValueError(
+            f"policy scorer {spec!r} must be 'package.module:function' inside one of "
+            f"{TRUSTED_PACKAGES}; was the file written by LearnedStrategy.save?"
+        )
+    try:
+        return getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(
+            f"policy scorer {spec!r} cannot be imported ({err}); install the package "
+            "that trained the policy"
+        ) from err
+
+
+@dataclasses.dataclass
+class LearnedStrategy:
+    """A learned policy: `apply(params, obs) -> scores`, its `params` and its JSON-able `config`."""
+
+    apply: Apply
+    params: Params
+    config: dict
+    _adapter: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
+
+    def to_strategy(self, name: str = "learned") -> Strategy:
+        """The policy as a `Strategy`; its params travel as the strategy's memory (no constants)."""
+        params = self.params
+        apply = self.apply
+
+        def score(key, obs, ctx, memory):
+            return apply(memory, obs), memory
+
+        return Strategy(name, "learned", score, init=lambda key, ctx: params)
+
+    @property
+    def probe_size(self) -> int | None:
+        """Probe size of the state vector the policy was trained with (None: any)."""
+        return self.config.get("probe_size")
+
+    def save(self, path: str | Path) -> Path:
+        """Write the policy file (see the module docstring); returns its path."""
+        if "scorer" not in self.config:
+            raise ValueError(
+                'config["scorer"] must name the factory of apply, e.g. '
+                '"metaal.strategies.learned:linear_scorer", so that load can rebuild it'
+            )
+        _resolve_scorer(self.config["scorer"])
+        document = {
+            "format_version": FORMAT_VERSION,
+            "config": json.dumps(self.config),
+            "params": serialization.to_state_dict(self.params),
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(serialization.msgpack_serialize(document))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> LearnedStrategy:
+        """Read a policy file written by `save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path}: policy file not found; check the path given to --policy")
+        try:
+            document = serialization.msgpack_restore(path.read_bytes())
+            version = document["format_version"]
+            config = json.loads(document["config"])
+            params = document["params"]
+        except Exception as err:
+            raise ValueError(
+                f"{path}: not a metaal policy file ({type(err).__name__}: {err}); "
+                "write policies with LearnedStrategy.save"
+            ) from err
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: policy format version {version}, this metaal reads {FORMAT_VERSION}; "
+                "re-save the policy with this version"
+            )
+        params = jax.tree.map(jnp.asarray, params)
+        return cls(_resolve_scorer(config["scorer"])(config), params, config)
+
+    def query(self, X, y, clf=None, candidates=None, batch_size=1, return_utilities=False):
+        """scikit-activeml's `query` (see `metaal.strategies.adapter.QueryStrategy`).
+
+        The first call creates the adapter (seeded by `config["random_state"]`
+        if set); later calls continue the same episode.
+        """
+        from metaal.strategies.adapter import QueryStrategy
+
+        if self._adapter is None:
+            self._adapter = QueryStrategy(
+                self.to_strategy(),
+                random_state=self.config.get("random_state"),
+                probe_size=self.probe_size or 32,
+            )
+        return self._adapter.query(X, y, clf, candidates, batch_size, return_utilities)

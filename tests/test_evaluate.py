@@ -1,0 +1,285 @@
+"""Tests for experiments.evaluate: the end-to-end pipeline, its outputs, W&B read-back, bad input.
+
+One module-scoped run through the command-line entry (`add_arguments` +
+`main`) on three small, clearly structured data sets (iris, wine, breast
+cancer as CSV files) with margin, random and a learned policy, 20 seeds,
+budget 20; the tests read its files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import datasets
+
+from experiments import evaluate
+from metaal import metrics
+from metaal.strategies.learned import LearnedStrategy, linear_params, linear_scorer
+
+SEEDS, BUDGET, INIT = 20, 20, 5
+STRATEGIES = ("margin", "random", "learned")
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.fixture(scope="module")
+def csv_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    paths = []
+    for name, loader in (
+        ("iris", datasets.load_iris),
+        ("wine", datasets.load_wine),
+        ("cancer", datasets.load_breast_cancer),
+    ):
+        bunch = loader()
+        frame = pd.DataFrame(bunch.data, columns=[f"f{i}" for i in range(bunch.data.shape[1])])
+        frame["label"] = np.asarray(bunch.target_names)[bunch.target]
+        frame.to_csv(folder / f"{name}.csv", index=False)
+        paths.append(str(folder / f"{name}.csv"))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory):
+    # A linear policy scoring -margin: margin sampling, read from the observation.
+    policy = LearnedStrategy(
+        linear_scorer({}),
+        linear_params({"margin": -1.0}),
+        {"scorer": "metaal.strategies.learned:linear_scorer"},
+    )
+    return str(policy.save(tmp_path_factory.mktemp("policy") / "margin.msgpack"))
+
+
+@pytest.fixture(scope="module")
+def run_dir(csv_files, policy_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    argv = [a for f in csv_files for a in ("--data", f)]
+    argv += ["--target", "label", "--strategies", "margin,random", "--policy", policy_file]
+    argv += ["--seeds", str(SEEDS), "--budget", str(BUDGET), "--init", str(INIT)]
+    argv += ["--out", str(out), "--wandb-mode", "offline"]
+    assert evaluate.main(parse(argv)) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(run_dir):
+    return pd.read_csv(run_dir / "results.csv")
+
+
+def test_results_file_shape_and_pairing(results, csv_files):
+    assert tuple(results.columns) == metrics.RESULT_COLUMNS
+    assert len(results) == len(csv_files) * len(STRATEGIES) * SEEDS * (BUDGET + 1)
+    assert set(results["strategy"]) == set(STRATEGIES)
+    np.testing.assert_array_equal(results["n_labeled"], INIT + results["step"])
+    # Paired runs: at step 0 (same split, same initial set) every strategy has the same accuracy.
+    start = results[results["step"] == 0].pivot_table(
+        index=["dataset", "seed"], columns="strategy", values="test_accuracy"
+    )
+    assert (start.nunique(axis=1) == 1).all()
+    # ...while the strategies do choose differently afterwards.
+    final = results[results["step"] == BUDGET].pivot_table(
+        index=["dataset", "seed"], columns="strategy", values="test_accuracy"
+    )
+    assert (final["margin"] != final["random"]).any()
+
+
+def test_learned_policy_reproduces_its_heuristic(results):
+    curves = results.pivot_table(
+        index=["dataset", "seed", "step"], columns="strategy", values="test_accuracy"
+    )
+    np.testing.assert_array_equal(curves["learned"], curves["margin"])
+
+
+def test_margin_beats_random_on_structured_data(run_dir):
+    summary = pd.read_csv(run_dir / "summary.csv")
+    aulc = summary.pivot(index="dataset", columns="strategy", values="aulc_mean")
+    assert (aulc["margin"] > aulc["random"]).all(), aulc
+
+
+def test_summary_and_report_files(run_dir, results):
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert tuple(summary.columns) == metrics.SUMMARY_COLUMNS
+    pd.testing.assert_frame_equal(summary, metrics.summarise(results), check_dtype=False)
+    report = (run_dir / "report.md").read_text()
+    for heading in ("## Mean rank", "## AULC per data set", "## Win / tie / loss"):
+        assert heading in report
+    # margin and its learned copy tie on every data set: 0 wins, 3 ties, 0 losses
+    assert "0/3/0" in report
+    for png in ("learning_curves.png", "mean_ranks.png"):
+        data = (run_dir / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def wandb_records(path: Path):
+    """Records of a .wandb file: LevelDB-style log blocks of protobuf `Record`s."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    block, pos, pending, records = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # full, last
+            record = pb.Record()
+            record.ParseFromString(pending + chunk)
+            records.append(record)
+            pending = b""
+        elif kind in (2, 3):  # first, middle
+            pending += chunk
+    return records
+
+
+def test_wandb_offline_run_holds_curves_summary_table_and_plots(run_dir, results):
+    (run_file,) = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
+    records = wandb_records(Path(run_file))
+    history = {}
+    config = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            # nested values (tables, images) are flattened into "key/field"
+            row = {
+                item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                for item in record.history.item
+            }
+            history[row["_step"]] = row
+        if record.WhichOneof("record_type") == "run":
+            config = {i.key: json.loads(i.value_json) for i in record.run.config.update}
+    assert config["budget"] == BUDGET and config["seeds"] == list(range(SEEDS))
+    mean = results.groupby(["dataset", "strategy", "step"])["test_accuracy"].mean()
+    for (dataset, strategy), curve in mean.groupby(level=[0, 1]):
+        key = f"eval/{dataset}/{strategy}/test_accuracy"
+        logged = [history[step][key] for step in range(BUDGET + 1)]
+        np.testing.assert_allclose(logged, curve.to_numpy(), rtol=1e-9)
+    (table_row,) = [r for r in history.values() if "eval/summary/_type" in r]
+    assert table_row["eval/summary/_type"] == "table-file"
+    table_file = Path(run_file).parent / "files" / table_row["eval/summary/path"]
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == list(metrics.SUMMARY_COLUMNS)
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert [row[:2] for row in table["data"]] == summary[["dataset", "strategy"]].values.tolist()
+    np.testing.assert_allclose([row[2] for row in table["data"]], summary["aulc_mean"])
+    (image_row,) = [r for r in history.values() if "eval/plots/learning_curves/_type" in r]
+    assert image_row["eval/plots/learning_curves/_type"] == "image-file"
+
+
+def test_same_seed_same_results_bit_for_bit_in_chunks(csv_files, results):
+    from metaal.data import load_task
+
+    tasks = [load_task(f, "label") for f in csv_files]
+    # 60 episodes in chunks of 25 (the last padded): same numbers as one call of 60
+    again = evaluate.evaluate(
+        tasks,
+        ["margin"],
+        seeds=SEEDS,
+        budget=BUDGET,
+        n_initial=INIT,
+        out_dir=None,
+        progress=False,
+        max_envs=25,
+    )
+    before = results[results["strategy"] == "margin"].reset_index(drop=True)
+    # results.csv keeps float32 precision (accuracies are float32 on device)
+    np.testing.assert_array_equal(
+        again["test_accuracy"].astype(np.float32), before["test_accuracy"].astype(np.float32)
+    )
+
+
+# --- bad input: clear errors before anything is compiled --------------------------------
+
+
+def run_main(argv, capsys):
+    code = evaluate.main(parse(argv))
+    return code, capsys.readouterr().err
+
+
+def test_budget_larger_than_pool(csv_files, capsys):
+    code, err = run_main(["--data", csv_files[0], "--target", "label", "--budget", "500"], capsys)
+    assert code == 2
+    assert "iris.csv" in err and "lower the budget to at most 101" in err
+
+
+def test_unknown_strategy_lists_known_ones(csv_files, capsys):
+    argv = ["--data", csv_files[0], "--target", "label", "--strategies", "margin,magic"]
+    code, err = run_main(argv, capsys)
+    assert code == 2 and "unknown strategy 'magic'" in err and "coreset" in err
+
+
+def test_unreadable_file_and_missing_target(csv_files, tmp_path, capsys):
+    code, err = run_main(["--data", str(tmp_path / "nope.csv"), "--target", "y"], capsys)
+    assert code == 2 and "nope.csv" in err
+    code, err = run_main(["--data", csv_files[0]], capsys)
+    assert code == 2 and "--target" in err
+    code, err = run_main(["--data", csv_files[0], "--target", "klass"], capsys)
+    assert code == 2 and "'klass' not found" in err
+    code, err = run_main([], capsys)
+    assert code == 2 and "--suite" in err
+    code, err = run_main(["--suite", "no_such_suite"], capsys)
+    assert code == 2 and "unknown suite" in err
+
+
+# --- tracking: W&B failures never stop an evaluation -------------------------------------
+
+
+def test_tracking_falls_back_to_a_no_op_run(monkeypatch, tmp_path):
+    import sys
+
+    import wandb
+
+    from metaal import tracking
+
+    assert not tracking.init_run("p", "n", {}, mode="disabled").enabled
+
+    def unreachable(**kwargs):
+        raise wandb.errors.CommError("network unreachable")
+
+    monkeypatch.setattr(wandb, "init", unreachable)
+    with pytest.warns(UserWarning, match="could not start a run in online mode.*unreachable"):
+        run = tracking.init_run("p", "n", {"a": 1}, mode="online", dir=tmp_path)
+    assert not run.enabled
+    run.log({"x": 1.0}, step=0)  # no-ops, no errors
+    run.log_table("t", pd.DataFrame({"a": [1]}))
+    run.finish()
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # not installed
+    with pytest.warns(UserWarning, match="import of wandb"):
+        assert not tracking.init_run("p", "n", {}, mode="offline").enabled
+    with pytest.raises(ValueError, match="unknown W&B mode 'cloud'"):
+        tracking.init_run("p", "n", {}, mode="cloud")
+
+
+def test_tracking_survives_a_failing_log():
+    from metaal import tracking
+
+    class Broken:
+        def log(self, *args, **kwargs):
+            raise OSError("disk full")
+
+    run = tracking.Run(Broken())
+    with pytest.warns(UserWarning, match="failed to log.*disk full"):
+        run.log({"x": 1.0})
+    assert not run.enabled
+    run.log({"x": 2.0})  # silently off from now on
+
+
+def test_run_name_follows_cleanrl():
+    from metaal import tracking
+
+    assert (
+        tracking.run_name("heldout", "eval", 0, when=1700000000.5) == "heldout__eval__0__1700000000"
+    )
