@@ -1,0 +1,280 @@
+"""PPO for the candidate-scoring policy (the purejaxrl recipe), readable top to bottom.
+
+The policy is a categorical distribution over the candidates whose logits are
+the `CandidateScorer`'s scores (masked candidates at -1e9, never sampled);
+the critic is the scorer's value head. One update collects `num_steps` steps
+from each of `num_envs` env slots (a random task of the suite at every
+reset), computes GAE advantages, and runs `update_epochs` epochs of
+clipped-surrogate minibatch steps with an entropy bonus.
+
+Bootstrapping stops at `terminated` only: the env never truncates (the
+budget is part of the state), so the value after a terminal step is zero.
+
+    config = PPOConfig(env=EnvConfig(budget=50), total_steps=200_000)
+    runner, metrics = make_train(config)(jax.random.key(0), tasks)
+
+`tasks` is a `agents.rollout.TrainingTasks`; it is an argument, not a
+constant, so one compiled train function serves any suite of the same
+shapes. Float fields of `PPOConfig` are pytree leaves (a sweep is a `vmap`
+over configs); the rest set shapes or code paths and are static.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from flax.training.train_state import TrainState
+
+from agents import rollout
+from agents.networks import CandidateScorer
+from envs.core import ActiveLearningEnv, EnvConfig, Observation
+
+
+@struct.dataclass
+class PPOConfig:
+    """PPO settings: static fields set shapes and code paths, float fields are sweepable leaves."""
+
+    env: EnvConfig = struct.field(pytree_node=False, default=EnvConfig())
+    """The training env."""
+    num_envs: int = struct.field(pytree_node=False, default=64)
+    """Env slots stepped in parallel."""
+    num_steps: int = struct.field(pytree_node=False, default=16)
+    """Steps per slot per update (the rollout length)."""
+    total_steps: int = struct.field(pytree_node=False, default=1_000_000)
+    """Env steps of the whole run, all slots together."""
+    update_epochs: int = struct.field(pytree_node=False, default=4)
+    """Passes over each rollout."""
+    num_minibatches: int = struct.field(pytree_node=False, default=4)
+    """Minibatches per epoch."""
+    hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(32, 32))
+    """Widths of the candidate layers of the scorer."""
+    state_hidden: int = struct.field(pytree_node=False, default=32)
+    """Width of the state embedding and of the value head."""
+    reward_norm: str = struct.field(pytree_node=False, default="none")
+    """`none` or `task` (divide rewards by a per-task scale, see `agents.rollout`)."""
+    anneal_lr: bool = struct.field(pytree_node=False, default=True)
+    """Decay the learning rate linearly to zero over the run."""
+    lr: float = 3e-4
+    """Adam learning rate."""
+    gamma: float = 0.99
+    """Discount."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_eps: float = 0.2
+    """Clipping of the probability ratio and of the value change."""
+    ent_coef: float = 0.01
+    """Entropy bonus weight."""
+    vf_coef: float = 0.5
+    """Value loss weight."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip."""
+
+    @property
+    def steps_per_update(self) -> int:
+        """Env steps per update, all slots together."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        """Updates in the whole run (at least one)."""
+        return max(1, self.total_steps // self.steps_per_update)
+
+    def check(self) -> None:
+        """Raise a clear error for settings that cannot work."""
+        if self.steps_per_update % self.num_minibatches:
+            raise ValueError(
+                f"num_envs * num_steps = {self.steps_per_update} must be divisible by "
+                f"num_minibatches = {self.num_minibatches}"
+            )
+        if self.reward_norm not in rollout.REWARD_NORMS:
+            raise ValueError(
+                f"unknown reward_norm {self.reward_norm!r}; choose one of {rollout.REWARD_NORMS}"
+            )
+
+
+@struct.dataclass
+class Transition:
+    """One env step of every slot, as stored in the rollout."""
+
+    obs: Observation
+    action: jnp.ndarray
+    log_prob: jnp.ndarray
+    value: jnp.ndarray
+    reward: jnp.ndarray
+    done: jnp.ndarray
+
+
+@struct.dataclass
+class PPORunner:
+    """Everything a PPO run carries between updates (and writes to a checkpoint)."""
+
+    train_state: TrainState
+    envs: rollout.Envs
+    key: jax.Array
+    update: jnp.ndarray  # updates done
+
+
+def network(config: PPOConfig) -> CandidateScorer:
+    """The actor-critic network of `config`."""
+    return CandidateScorer(hidden=tuple(config.hidden), state_hidden=config.state_hidden)
+
+
+def compute_gae(
+    reward: jnp.ndarray,
+    value: jnp.ndarray,
+    done: jnp.ndarray,
+    last_value: jnp.ndarray,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """GAE advantages and value targets over a (T, N) rollout; `done` cuts at terminal steps."""
+
+    def backward(carry, t):
+        gae, next_value = carry
+        r, v, d = t
+        not_done = 1.0 - d.astype(jnp.float32)
+        delta = r + gamma * next_value * not_done - v
+        gae = delta + gamma * gae_lambda * not_done * gae
+        return (gae, v), gae
+
+    _, advantages = jax.lax.scan(
+        backward, (jnp.zeros_like(last_value), last_value), (reward, value, done), reverse=True
+    )
+    return advantages, advantages + value
+
+
+def _apply(net: CandidateScorer, params: Any, obs: Observation):
+    return net.apply(params, obs.state, obs.candidates, obs.action_mask)
+
+
+def init(
+    config: PPOConfig, key: jax.Array, tasks: rollout.TrainingTasks, env: Any = None
+) -> PPORunner:
+    """A fresh run: network, optimiser, env slots, RNG."""
+    config.check()
+    env = env or ActiveLearningEnv(config.env)
+    net = network(config)
+    k_net, k_env, key = jax.random.split(key, 3)
+    envs = rollout.reset(env, k_env, tasks, config.num_envs)
+    first = jax.tree.map(lambda x: x[0], envs.obs)
+    params = net.init(k_net, first.state, first.candidates, first.action_mask)
+
+    def schedule(count):
+        done = count // (config.num_minibatches * config.update_epochs)
+        return config.lr * (1.0 - done / config.num_updates)
+
+    tx = optax.chain(
+        optax.clip_by_global_norm(config.max_grad_norm),
+        optax.adam(schedule if config.anneal_lr else config.lr, eps=1e-5),
+    )
+    train_state = TrainState.create(apply_fn=net.apply, params=params, tx=tx)
+    # A typed step counter (not a weakly typed 0), so a restored runner has the same types.
+    train_state = train_state.replace(step=jnp.int32(0))
+    return PPORunner(train_state=train_state, envs=envs, key=key, update=jnp.int32(0))
+
+
+def update(
+    config: PPOConfig, runner: PPORunner, tasks: rollout.TrainingTasks, env: Any = None
+) -> tuple[PPORunner, dict[str, jnp.ndarray]]:
+    """One PPO update: a rollout of `num_steps` vector steps, GAE, then the epochs of SGD."""
+    env = env or ActiveLearningEnv(config.env)
+    net = network(config)
+
+    def env_step(carry, _):
+        train_state, envs, key = carry
+        key, k_act, k_env = jax.random.split(key, 3)
+        scores, value = _apply(net, train_state.params, envs.obs)
+        action = jax.random.categorical(k_act, scores)
+        log_prob = jnp.take_along_axis(jax.nn.log_softmax(scores), action[:, None], axis=-1)[:, 0]
+        obs = envs.obs
+        envs, out = rollout.step(env, k_env, envs, action, tasks, config.reward_norm)
+        transition = Transition(obs, action, log_prob, value, out.reward, out.done)
+        return (train_state, envs, key), (transition, rollout.episode_stats(out))
+
+    (train_state, envs, key), (traj, stats) = jax.lax.scan(
+        env_step, (runner.train_state, runner.envs, runner.key), None, config.num_steps
+    )
+    _, last_value = _apply(net, train_state.params, envs.obs)
+    advantages, targets = compute_gae(
+        traj.reward, traj.value, traj.done, last_value, config.gamma, config.gae_lambda
+    )
+
+    def loss_fn(params, batch: Transition, adv, target):
+        scores, value = _apply(net, params, batch.obs)
+        log_probs = jax.nn.log_softmax(scores)
+        log_prob = jnp.take_along_axis(log_probs, batch.action[:, None], axis=-1)[:, 0]
+        value_clipped = batch.value + jnp.clip(
+            value - batch.value, -config.clip_eps, config.clip_eps
+        )
+        value_loss = 0.5 * jnp.mean(
+            jnp.maximum((value - target) ** 2, (value_clipped - target) ** 2)
+        )
+        log_ratio = log_prob - batch.log_prob
+        ratio = jnp.exp(log_ratio)
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        policy_loss = -jnp.mean(
+            jnp.minimum(
+                ratio * adv, jnp.clip(ratio, 1 - config.clip_eps, 1 + config.clip_eps) * adv
+            )
+        )
+        entropy = -jnp.mean(jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1))
+        total = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+        aux = {
+            "losses/policy_loss": policy_loss,
+            "losses/value_loss": value_loss,
+            "losses/entropy": entropy,
+            "losses/approx_kl": jnp.mean((ratio - 1) - log_ratio),
+            "losses/clip_frac": jnp.mean(jnp.abs(ratio - 1) > config.clip_eps),
+        }
+        return total, aux
+
+    batch_size = config.steps_per_update
+
+    def epoch(carry, _):
+        train_state, key = carry
+        key, k_perm = jax.random.split(key)
+        order = jax.random.permutation(k_perm, batch_size)
+
+        def shuffle(x):
+            x = x.reshape((batch_size,) + x.shape[2:])[order]
+            return x.reshape((config.num_minibatches, -1) + x.shape[1:])
+
+        minibatches = jax.tree.map(shuffle, (traj, advantages, targets))
+
+        def minibatch(train_state, mb):
+            batch, adv, target = mb
+            grads, aux = jax.grad(loss_fn, has_aux=True)(train_state.params, batch, adv, target)
+            return train_state.apply_gradients(grads=grads), aux
+
+        train_state, aux = jax.lax.scan(minibatch, train_state, minibatches)
+        return (train_state, key), aux
+
+    (train_state, key), aux = jax.lax.scan(epoch, (train_state, key), None, config.update_epochs)
+    metrics = jax.tree.map(jnp.mean, aux)
+    metrics.update(jax.tree.map(jnp.sum, stats))
+    runner = PPORunner(train_state=train_state, envs=envs, key=key, update=runner.update + 1)
+    return runner, metrics
+
+
+def policy_params(runner: PPORunner) -> Any:
+    """The scorer parameters to deploy."""
+    return runner.train_state.params
+
+
+def make_train(
+    config: PPOConfig, env: Any = None
+) -> Callable[[jax.Array, rollout.TrainingTasks], tuple[PPORunner, dict[str, jnp.ndarray]]]:
+    """Jitted `train(key, tasks) -> (runner, metrics per update)` for the whole run."""
+
+    def train(key, tasks):
+        runner = init(config, key, tasks, env)
+        return jax.lax.scan(
+            lambda r, _: update(config, r, tasks, env), runner, None, config.num_updates
+        )
+
+    return jax.jit(train)

@@ -1,0 +1,182 @@
+"""Experiment configs: frozen dataclasses and the named presets `tiny`, `demo` and `paper`.
+
+A `TrainSettings` is everything a `metaal train` run needs: the agent config
+(`agents.ppo.PPOConfig` or `agents.dqn.DQNConfig`, which holds the env
+config), the training data and the run's driver settings. Presets give one
+per agent; the command line overrides single fields.
+
+- `tiny`: seconds on a laptop; for tests (two small synthetic tasks, budget 6);
+- `demo`: minutes; the 29 `train` tasks, budget 50, 32 candidates;
+- `paper`: the reference setting: `train+synthetic`, pool 1000, validation
+  500, budget 100, 32 candidates, logistic regression.
+
+    settings = preset("demo", agent="dqn")
+    env_config("paper")  # the EnvConfig other pipelines share
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from agents import AGENTS, get_agent
+from agents.dqn import DQNConfig
+from agents.ppo import PPOConfig
+from envs.core import EnvConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which tasks a run trains on and how they are split."""
+
+    suite: str = "train"
+    """Suite name (`train`, `synthetic[:N]`, `train+synthetic`, a data set name, ...)."""
+    splits_per_task: int = 4
+    """Splits precomputed per task (seeds 0..n-1); each reset picks one at random."""
+    max_pool: int = 1000
+    """Pool size cap per split."""
+    max_val: int = 500
+    """Validation size cap per split."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """How the driver runs: seed, chunking (checkpoints) and periodic evaluation."""
+
+    seed: int = 0
+    """Root seed of the run."""
+    chunk_updates: int = 20
+    """Updates per jitted chunk; a checkpoint after each (a killed run loses at most this)."""
+    eval_every: int = 5
+    """Chunks between evaluations of the current policy (0: only at the end)."""
+    eval_tasks: int = 3
+    """Training tasks the evaluation runs on (the suite's first ones, fresh splits); 0: none."""
+    eval_seeds: int = 8
+    """Episodes per evaluation task and strategy."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """A whole training run: agent name and config, data, driver."""
+
+    agent: str
+    config: Any
+    data: DataConfig = DataConfig()
+    run: RunConfig = RunConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (what checkpoints and W&B record)."""
+        return {
+            "agent": self.agent,
+            "config": dataclasses.asdict(self.config),
+            "data": dataclasses.asdict(self.data),
+            "run": dataclasses.asdict(self.run),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainSettings:
+        """Inverse of `to_dict`."""
+        agent = get_agent(d["agent"])
+        return cls(
+            agent=d["agent"],
+            config=_from_dict(agent.config, d["config"]),
+            data=_from_dict(DataConfig, d["data"]),
+            run=_from_dict(RunConfig, d["run"]),
+        )
+
+
+def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {sorted(unknown)}")
+    values = {}
+    for name, value in d.items():
+        if name == "env":
+            value = _from_dict(EnvConfig, value)
+        elif typing.get_origin(hints[name]) is tuple:
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)
+
+
+_ENVS = {
+    "tiny": EnvConfig(
+        budget=6, n_initial=2, n_candidates=4, probe_size=4, fit_steps=2, init_fit_steps=5
+    ),
+    "demo": EnvConfig(budget=50, n_candidates=32),
+    "paper": EnvConfig(budget=100, n_candidates=32),
+}
+
+_DATA = {
+    "tiny": DataConfig(suite="synthetic:2", splits_per_task=2, max_pool=40, max_val=20),
+    "demo": DataConfig(suite="train", splits_per_task=4, max_pool=500, max_val=250),
+    "paper": DataConfig(suite="train+synthetic", splits_per_task=8),
+}
+
+_RUNS = {
+    "tiny": RunConfig(chunk_updates=2, eval_every=1, eval_tasks=1, eval_seeds=2),
+    "demo": RunConfig(chunk_updates=20, eval_every=5),
+    "paper": RunConfig(chunk_updates=50, eval_every=10, eval_seeds=16),
+}
+
+_AGENT_CONFIGS = {
+    ("tiny", "ppo"): dict(
+        num_envs=4,
+        num_steps=4,
+        total_steps=64,
+        num_minibatches=2,
+        update_epochs=2,
+        hidden=(8,),
+        state_hidden=8,
+    ),
+    ("tiny", "dqn"): dict(
+        num_envs=4,
+        total_steps=64,
+        buffer_size=64,
+        batch_size=8,
+        learning_starts=8,
+        hidden=(8,),
+        state_hidden=8,
+    ),
+    ("demo", "ppo"): dict(num_envs=64, num_steps=16, total_steps=500_000),
+    ("demo", "dqn"): dict(num_envs=64, total_steps=500_000, buffer_size=8192),
+    ("paper", "ppo"): dict(num_envs=128, num_steps=32, total_steps=20_000_000),
+    ("paper", "dqn"): dict(num_envs=128, total_steps=20_000_000, buffer_size=32768),
+}
+
+PRESETS = ("tiny", "demo", "paper")
+
+
+def env_config(name: str = "demo", **overrides: Any) -> EnvConfig:
+    """The `EnvConfig` of preset `name`, with fields replaced by `overrides`."""
+    _check_preset(name)
+    return dataclasses.replace(_ENVS[name], **overrides)
+
+
+def preset(name: str = "demo", agent: str = "ppo") -> TrainSettings:
+    """The `TrainSettings` of preset `name` for `agent` (`ppo` or `dqn`)."""
+    _check_preset(name)
+    spec = get_agent(agent)
+    config = spec.config(env=_ENVS[name], **_AGENT_CONFIGS[name, agent])
+    return TrainSettings(agent=agent, config=config, data=_DATA[name], run=_RUNS[name])
+
+
+def _check_preset(name: str) -> None:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+
+
+__all__ = [
+    "AGENTS",
+    "PRESETS",
+    "DataConfig",
+    "DQNConfig",
+    "PPOConfig",
+    "RunConfig",
+    "TrainSettings",
+    "env_config",
+    "preset",
+]

@@ -1,0 +1,105 @@
+"""The candidate-scoring network of learned policies (Flax), and its rebuild from a policy config.
+
+score_c = f(state, candidate_c): one set of weights scores every candidate,
+so the same network reads any number of candidates (32 in training, the
+whole pool at transfer time). Masked candidates get a score of -1e9. The
+value head (used by actor-critic agents) reads the state and a
+permutation-invariant (masked mean and max) summary of the candidate
+embeddings.
+
+The network lives in `metaal` (not `agents`) so that a saved policy is
+rebuilt from its JSON config alone: `candidate_scorer(config)` is the scorer
+factory that `metaal.strategies.learned.LearnedStrategy.load` calls.
+
+    config = policy_config(hidden=(64, 64), state_hidden=32, probe_size=32)
+    policy = LearnedStrategy(candidate_scorer(config), net_params, config)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from metaal.features import CANDIDATE_FEATURES, Observation
+
+NEG_INF = -1e9
+#: What `LearnedStrategy.load` imports to rebuild the scoring function.
+SCORER = "metaal.policy_net:candidate_scorer"
+
+
+class CandidateScorer(nn.Module):
+    """Scores candidates (and a state value) from an observation's arrays.
+
+    Inputs: `state` (..., S), `candidates` (..., C, F), `mask` (..., C).
+    Returns `scores` (..., C) with masked entries at -1e9, and `value` (...,).
+    `hidden` needs at least one layer.
+    """
+
+    hidden: Sequence[int] = (64, 64)
+    state_hidden: int = 32
+
+    @nn.compact
+    def __call__(
+        self, state: jnp.ndarray, candidates: jnp.ndarray, mask: jnp.ndarray
+    ) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """Scores (..., C) and value (...,)."""
+        s = nn.relu(nn.Dense(self.state_hidden, name="state_embed")(state))
+        # The first layer reads [candidate, state embedding]; its state half is computed once
+        # per observation and broadcast, not once per candidate.
+        h = nn.Dense(self.hidden[0], name="cand_0")(candidates)
+        h = h + nn.Dense(self.hidden[0], use_bias=False, name="cand_0_state")(s)[..., None, :]
+        h = nn.relu(h)
+        for i, width in enumerate(self.hidden[1:], start=1):
+            h = nn.relu(nn.Dense(width, name=f"cand_{i}")(h))
+        scores = nn.Dense(1, name="score", kernel_init=nn.initializers.zeros)(h)[..., 0]
+        scores = jnp.where(mask, scores, NEG_INF)
+        m = mask[..., None].astype(h.dtype)
+        mean = jnp.sum(h * m, axis=-2) / jnp.maximum(jnp.sum(m, axis=-2), 1.0)
+        mx = jnp.max(jnp.where(m > 0, h, NEG_INF), axis=-2)
+        mx = jnp.where(jnp.any(mask, axis=-1, keepdims=True), mx, 0.0)
+        v = nn.relu(
+            nn.Dense(self.state_hidden, name="value_hidden")(
+                jnp.concatenate([s, mean, mx], axis=-1)
+            )
+        )
+        value = nn.Dense(1, name="value")(v)[..., 0]
+        return scores, value
+
+
+def policy_config(
+    hidden: Sequence[int], state_hidden: int, probe_size: int, **extra: Any
+) -> dict[str, Any]:
+    """The JSON config of a `CandidateScorer` policy (what `candidate_scorer` reads), plus `extra`.
+
+    `extra` records provenance (agent, env config, command, seed, ...); it
+    must be JSON-serialisable.
+    """
+    return {
+        "scorer": SCORER,
+        "network": {"hidden": [int(h) for h in hidden], "state_hidden": int(state_hidden)},
+        "probe_size": int(probe_size),
+        "features": list(CANDIDATE_FEATURES),
+        **extra,
+    }
+
+
+def candidate_scorer(config: dict[str, Any]) -> Callable[[Any, Observation], jnp.ndarray]:
+    """`apply(params, obs) -> scores` of the `CandidateScorer` described by `config["network"]`."""
+    trained_on = config.get("features")
+    if trained_on is not None and list(trained_on) != list(CANDIDATE_FEATURES):
+        raise ValueError(
+            f"the policy was trained on candidate features {trained_on}, but this metaal "
+            f"computes {list(CANDIDATE_FEATURES)}; retrain the policy with this version"
+        )
+    net = CandidateScorer(
+        hidden=tuple(config["network"]["hidden"]),
+        state_hidden=int(config["network"]["state_hidden"]),
+    )
+
+    def apply(params: Any, obs: Observation) -> jnp.ndarray:
+        return net.apply(params, obs.state, obs.candidates, obs.action_mask)[0]
+
+    return apply

@@ -1,0 +1,176 @@
+"""`metaal train`: exact resume, the command end to end, and clear errors on bad input."""
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from agents import checkpoint, rollout
+from experiments import configs
+from experiments import train as train_mod
+from metaal.data import DataError
+from metaal.strategies.learned import LearnedStrategy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(agent="dqn", **run):
+    settings = configs.preset("tiny", agent)
+    return dataclasses.replace(settings, run=dataclasses.replace(settings.run, **run))
+
+
+def runner_leaves(run_dir):
+    """Every array of the newest checkpoint of a run (keys as raw data)."""
+    settings = configs.TrainSettings.from_dict(
+        checkpoint.read_meta(checkpoint.latest(run_dir))["settings"]
+    )
+    init, _ = train_mod.compiled(settings.agent, settings.config, settings.run.chunk_updates)
+    env = train_mod.make_env(settings.config.env)
+    tasks, _, _ = train_mod.load_training_tasks(settings, env, jax.random.key(0))
+    template = jax.eval_shape(
+        lambda k, t: rollout.detach_params(init(k, t)), jax.random.key(0), tasks
+    )
+    restored = checkpoint.restore(checkpoint.latest(run_dir), template)
+    return [np.asarray(checkpoint.keys_as_data(x)) for x in jax.tree.leaves(restored)]
+
+
+def test_killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit(tmp_path):
+    # DQN: its carry holds the replay buffer, the hardest state to restore exactly
+    settings = tiny("dqn", eval_tasks=0)
+    full = train_mod.train(settings, tmp_path / "full", wandb_mode="disabled", progress=False)
+    stopped = train_mod.train(
+        settings, tmp_path / "resumed", wandb_mode="disabled", progress=False,
+        stop_after_chunks=3,
+    )  # fmt: skip
+    assert full is not None and stopped is None
+    meta = checkpoint.read_meta(checkpoint.latest(tmp_path / "resumed"))
+    assert meta["updates"] == 3 * settings.run.chunk_updates
+    resumed = train_mod.train(
+        None, tmp_path / "resumed", resume=True, wandb_mode="disabled", progress=False
+    )
+    a, b = runner_leaves(tmp_path / "full"), runner_leaves(tmp_path / "resumed")
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    pa = LearnedStrategy.load(full).params
+    pb = LearnedStrategy.load(resumed).params
+    for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def run_cli(*args, check=True):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_train_command_end_to_end_then_evaluate_its_policy(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli(
+        "train", "--preset", "tiny", "--agent", "ppo", "--out", str(out), "--wandb-mode",
+        "disabled", "--quiet", "--total-steps", "64",
+    )  # fmt: skip
+    assert "policy written to" in proc.stdout
+    policy = LearnedStrategy.load(out / "policy")
+    assert policy.config["agent"] == "ppo"
+    assert policy.config["env_steps"] == 64
+    assert policy.config["env"]["budget"] == configs.env_config("tiny").budget
+    meta = checkpoint.read_meta(checkpoint.latest(out))
+    assert meta["settings"]["data"]["suite"] == "synthetic:2"
+    assert meta["command"].startswith("metaal train --preset tiny")
+
+    ev = tmp_path / "eval"
+    run_cli(
+        "evaluate", "--suite", "synthetic/5", "--policy", str(out / "policy"), "--strategies",
+        "random", "--seeds", "2", "--budget", "4", "--n-candidates", "8", "--out", str(ev),
+        "--wandb-mode", "disabled",
+    )  # fmt: skip
+    results = pd.read_csv(ev / "results.csv")
+    assert set(results["strategy"]) == {"random", "learned"}
+    assert len(results) == 2 * 2 * (4 + 1)  # strategies x seeds x (budget + 1) steps
+
+
+# --- bad input ------------------------------------------------------------------------
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    train_mod.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_unknown_agent_lists_the_known_ones(capsys):
+    with pytest.raises(SystemExit):
+        parse("--agent", "sac")
+    assert "dqn" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="known agents: dqn, ppo"):
+        configs.preset("tiny", "sac")
+
+
+def test_unknown_suite_lists_the_known_ones(tmp_path, capsys):
+    args = parse("--preset", "tiny", "--suite", "nope", "--out", str(tmp_path), "--quiet")
+    assert train_mod.main(args) == 2
+    err = capsys.readouterr().err
+    assert "unknown suite 'nope'" in err and "train, heldout, synthetic" in err
+
+
+def test_heldout_data_is_refused_for_training():
+    with pytest.raises(DataError, match="held-out"):
+        train_mod.training_names("train+sklearn/iris")
+
+
+@pytest.mark.parametrize("case", ["no_folder", "empty_folder", "corrupt", "version"])
+def test_resume_errors_name_the_path_and_the_fix(tmp_path, capsys, case):
+    run_dir = tmp_path / "run"
+    if case != "no_folder":
+        run_dir.mkdir()
+    if case in ("corrupt", "version"):
+        folder = checkpoint.save(run_dir, 2, {"w": np.zeros(2)}, {"settings": {}})
+        if case == "corrupt":
+            (folder / checkpoint.STATE_FILE).write_bytes(b"garbage")
+            (folder / checkpoint.META_FILE).write_text("{not json")
+        else:
+            meta = json.loads((folder / checkpoint.META_FILE).read_text())
+            meta["format_version"] = 0
+            (folder / checkpoint.META_FILE).write_text(json.dumps(meta))
+    assert train_mod.main(parse("--resume", str(run_dir), "--quiet")) == 2
+    err = capsys.readouterr().err
+    expected = {
+        "no_folder": "no such folder",
+        "empty_folder": "holds no training run",
+        "corrupt": "unreadable checkpoint",
+        "version": "format version 0",
+    }[case]
+    assert expected in err and str(run_dir) in err
+
+
+def test_resume_refuses_config_options(tmp_path, capsys):
+    assert train_mod.main(parse("--resume", str(tmp_path), "--total-steps", "10")) == 2
+    assert "drop --total-steps" in capsys.readouterr().err
+
+
+def test_a_new_run_refuses_a_folder_holding_one(tmp_path):
+    checkpoint.save(tmp_path, 2, {"w": np.zeros(2)}, {})
+    with pytest.raises(checkpoint.CheckpointError, match="--resume"):
+        train_mod.train(tiny(), tmp_path, wandb_mode="disabled", progress=False)
+
+
+def test_settings_round_to_whole_chunks_and_survive_json():
+    settings = train_mod.finalise(tiny("ppo", chunk_updates=3))
+    assert settings.config.num_updates % settings.run.chunk_updates == 0
+    assert settings.config.total_steps >= configs.preset("tiny", "ppo").config.total_steps
+    again = configs.TrainSettings.from_dict(json.loads(json.dumps(settings.to_dict())))
+    assert again == settings
