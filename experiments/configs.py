@@ -38,6 +38,9 @@ class DataConfig:
     """Pool size cap per split."""
     max_val: int = 500
     """Validation size cap per split."""
+    max_features: int | None = 32
+    """Wider tasks are projected on their pool's top principal components (the suite is padded
+    to its widest task, so one 287-feature task would slow every env step)."""
 
 
 @dataclasses.dataclass(frozen=True)

