@@ -370,7 +370,16 @@ _CONFIG_OPTIONS = ("agent", "preset", "suite", "total_steps", "num_envs", "seed"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `metaal train` options to `parser`."""
-    parser.add_argument("--agent", choices=sorted(configs.AGENTS), help="RL agent (default: ppo)")
+    parser.add_argument(
+        "--agent",
+        choices=[*sorted(configs.AGENTS), "imitation"],
+        help="RL agent, or imitation (DAgger of the look-ahead oracle; default: ppo)",
+    )
+    parser.add_argument(
+        "--variant",
+        help="imitation recipe (experiments/research_imitation.py VARIANTS; default: the "
+        "recipe of the shipped default policy)",
+    )
     parser.add_argument(
         "--preset", choices=configs.PRESETS, help="settings to start from (default: demo)"
     )
@@ -430,7 +439,16 @@ def main(args: argparse.Namespace) -> int:
     argv = sys.argv[1:]
     command = "metaal " + shlex.join(argv[argv.index("train") :]) if "train" in argv else ""
     try:
-        if args.resume:
+        if args.agent == "imitation":
+            from experiments.imitate import DEFAULT_VARIANT, train_imitation
+
+            if args.resume:
+                raise ValueError("imitation runs write no checkpoints; re-run without --resume")
+            out = args.out or str(Path(DEFAULT_OUT) / tracking.run_name("train", "imitation", 0))
+            policy = train_imitation(
+                out, args.variant or DEFAULT_VARIANT, args.seed or 0, command=command
+            )
+        elif args.resume:
             given = [o for o in _CONFIG_OPTIONS if getattr(args, o, None) is not None]
             if given:
                 flags = ", ".join("--" + o.replace("_", "-") for o in given)

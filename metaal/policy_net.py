@@ -103,3 +103,29 @@ def candidate_scorer(config: dict[str, Any]) -> Callable[[Any, Observation], jnp
         return net.apply(params, obs.state, obs.candidates, obs.action_mask)[0]
 
     return apply
+
+
+def margin_shortlist(obs: Observation, k: int) -> jnp.ndarray:
+    """Mask of the `k` most uncertain candidates by margin (read from the `rank_margin` column)."""
+    n = jnp.maximum(jnp.sum(obs.action_mask) - 1, 1)
+    rank = jnp.round(obs.candidates[..., CANDIDATE_FEATURES.index("rank_margin")] * n)
+    return obs.action_mask & (rank < k)
+
+
+def shortlisted_scorer(config: dict) -> Callable[[Any, Observation], jnp.ndarray]:
+    """Scorer factory of saved imitation policies: the network (or linear ranker) of `config`.
+
+    If `config["imitation"]["shortlist"]` is set, only margin's that many most
+    uncertain candidates can score.
+    """
+    from metaal.strategies.learned import linear_scorer  # learned.py loads policy files
+
+    inner = candidate_scorer(config) if "network" in config else linear_scorer(config)
+    k = int(config.get("imitation", {}).get("shortlist", 0))
+    if not k:
+        return inner
+
+    def apply(params, obs):
+        return jnp.where(margin_shortlist(obs, k), inner(params, obs), NEG_INF)
+
+    return apply

@@ -1,6 +1,6 @@
 """Learned query strategies: a pure scoring function of the observation, its parameters and config.
 
-    policy = LearnedStrategy(apply, params, {"scorer": "agents.networks:make_scorer", ...})
+    policy = LearnedStrategy(apply, params, {"scorer": "metaal.policy_net:candidate_scorer", ...})
     policy.save("policy.msgpack")
     policy = LearnedStrategy.load("policy.msgpack")
     strategy = policy.to_strategy("learned")      # runs in the env like any heuristic
@@ -14,8 +14,8 @@ A policy file is one msgpack document: `format_version`, the JSON `config`
 and the `params` pytree. Functions cannot be stored, so `config["scorer"]`
 names a factory `"package.module:function"`; `load` imports it and calls
 `factory(config)` to rebuild `apply`. Only factories inside the `metaal`
-and `agents` packages are imported (a policy file must not run arbitrary
-code). `config["probe_size"]`, when present, is the probe size the policy
+package are imported: a policy file must not run arbitrary code, and metaal
+never imports agent code. `config["probe_size"]`, when present, is the probe size the policy
 was trained with (the length of its state vector).
 """
 
@@ -36,8 +36,10 @@ from metaal.features import CANDIDATE_FEATURES, Observation
 from metaal.strategies.base import Strategy
 
 FORMAT_VERSION = 1
+#: The shipped default policy (`LearnedStrategy.load("default")`, `--policy default`).
+DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default" / "policy.msgpack"
 #: Packages a policy file's scorer factory may come from.
-TRUSTED_PACKAGES = ("metaal", "agents")
+TRUSTED_PACKAGES = ("metaal",)
 
 Params = Any
 Apply = Callable[[Params, Observation], jnp.ndarray]
@@ -124,8 +126,8 @@ class LearnedStrategy:
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedStrategy:
-        """Read a policy file written by `save`."""
-        path = Path(path)
+        """Read a policy file written by `save`; `"default"` is the shipped default policy."""
+        path = DEFAULT_POLICY if str(path) == "default" else Path(path)
         if not path.is_file():
             raise ValueError(f"{path}: policy file not found; check the path given to --policy")
         try:

@@ -1,0 +1,553 @@
+"""Imitation of a one-step look-ahead oracle (DAgger) for the shared-weight candidate scorer.
+
+The expert knows, for each candidate, the accuracy gain of labelling it and
+refitting (`make_expert`: the env's own `context(...).lookahead` on the
+validation split, or, by default, accuracy on validation plus the unlabelled
+pool with its hidden labels, a privileged and much less noisy teacher). Each
+DAgger round:
+
+1. rolls out `n_envs` episodes, each on a task drawn at random from the
+   training suite, with a mixture policy: round 0 executes the expert or
+   margin sampling (`first_policy`); round r >= 1 executes the expert's
+   choice with probability `beta_decay ** r` per step, the current learned
+   policy's otherwise (`beta_decay=0`: the learner alone);
+2. labels EVERY visited state with the expert's gains of `n_labels`
+   candidates: the behaviour's own top `n_policy_labels` picks (so the scorer
+   learns to tell apart the candidates it would choose), the rest at random.
+   The stored target is always the expert's gains, whatever action was
+   executed: that is DAgger (ALIL's code stored the executed action);
+3. adds (observation rows of the labelled candidates, gains) to a fixed-size
+   buffer holding every round, and fits the scorer on it to rank candidates
+   like the expert: gains normalised per state (z-scores, min-max as ImitAL,
+   or centred per state and scaled per episode), then a listwise softmax
+   cross-entropy against softmax(target / temperature), a pairwise RankNet
+   loss, or a regression.
+
+With `shortlist=k` the policy only reorders margin sampling's k most
+uncertain candidates, and those are what the expert labels: the learned
+part corrects margin instead of replacing it. Research on held-out data
+(experiments/research_imitation.py) found this the only recipe that stays
+level with margin: free policies learn the oracle's taste for large,
+label-dependent model changes (far, high-gradient points), which transfers
+badly. The defaults are that recipe.
+
+With `EnvConfig(n_candidates=None)` the candidate features are computed
+against the whole pool, exactly as at transfer time, and only the labelled
+rows are stored. `make_train(config)(key, tasks)` runs everything under one
+`jax.jit`. Float hyper-parameters of `ImitationConfig` are pytree leaves, so
+a sweep is `jax.vmap(train_fn, in_axes=(config_axes, None, None))`; the rest
+is static.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from agents.networks import NEG_INF, CandidateScorer
+from envs.core import ActiveLearningEnv, EnvConfig, EnvParams
+from metaal import features
+from metaal.features import Observation
+from metaal.policy_net import margin_shortlist, policy_config, shortlisted_scorer
+from metaal.strategies.base import select
+from metaal.strategies.learned import LearnedStrategy
+
+FIRST_POLICIES = ("oracle", "margin")
+EXPERT_SETS = ("val", "pool+val")
+EXPERT_LABELS = ("true", "expected")
+LOSSES = ("listwise", "pairwise", "regression")
+TARGETS = ("zscore", "minmax", "episode")
+
+
+@struct.dataclass
+class ImitationConfig:
+    """DAgger settings: static fields set shapes and code paths; float fields are sweepable."""
+
+    env: EnvConfig = struct.field(
+        pytree_node=False, default=EnvConfig(budget=100, n_candidates=None)
+    )
+    """Training env; `n_candidates=None` computes candidate features against the whole pool."""
+    n_rounds: int = struct.field(pytree_node=False, default=6)
+    """DAgger rounds (round 0 is the expert or margin)."""
+    n_envs: int = struct.field(pytree_node=False, default=32)
+    """Episodes rolled out per round, each on a task drawn from the suite."""
+    n_labels: int = struct.field(pytree_node=False, default=16)
+    """Candidates per visited state labelled by the expert (one refit each)."""
+    n_policy_labels: int = struct.field(pytree_node=False, default=16)
+    """Of those, the behaviour policy's own top picks; the rest are drawn at random."""
+    first_policy: str = struct.field(pytree_node=False, default="margin")
+    """Who acts in round 0: the expert (`oracle`) or `margin` sampling."""
+    expert_set: str = struct.field(pytree_node=False, default="pool+val")
+    """Where it measures it: `val`, or `pool+val` (privileged: every unlabelled pool label too)."""
+    expert_label: str = struct.field(pytree_node=False, default="true")
+    """`true`: the expert refits with the candidate's label; `expected`: it averages the gains
+    over the learner's two likeliest labels, so its targets never reveal the candidate's own
+    label (only how the pool is labelled)."""
+    updates_per_round: int = struct.field(pytree_node=False, default=600)
+    """Adam steps on the buffer after each round."""
+    batch_size: int = struct.field(pytree_node=False, default=128)
+    """States per Adam step."""
+    hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(64, 64))
+    """Candidate MLP widths of the `CandidateScorer`; `()` is a linear ranker."""
+    shortlist: int = struct.field(pytree_node=False, default=16)
+    """If > 0, the policy only reorders margin sampling's `shortlist` most uncertain candidates
+    (and those are the ones the expert labels); 0 lets it pick any candidate."""
+    state_hidden: int = struct.field(pytree_node=False, default=32)
+    """State embedding width of the `CandidateScorer`."""
+    loss: str = struct.field(pytree_node=False, default="listwise")
+    """`listwise`, `pairwise` or `regression` (see the module docstring)."""
+    targets: str = struct.field(pytree_node=False, default="episode")
+    """Normalisation of the gains: per state `zscore` or `minmax`; or `episode`: centred per
+    state, divided by their RMS over the whole episode, so that states where every candidate
+    gains about the same (late, noise-dominated ones) teach little."""
+    learning_rate: float = 1e-3
+    """Adam step size."""
+    temperature: float = 0.5
+    """Listwise target softmax temperature on the normalised gains."""
+    beta_decay: float = 0.0
+    """Probability that the expert acts in round r >= 1 is `beta_decay ** r`."""
+
+    def __post_init__(self) -> None:
+        if self.first_policy not in FIRST_POLICIES:
+            raise ValueError(
+                f"first_policy {self.first_policy!r} is unknown; choose one of {FIRST_POLICIES}"
+            )
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r} is unknown; choose one of {LOSSES}")
+        if self.expert_set not in EXPERT_SETS:
+            raise ValueError(
+                f"expert_set {self.expert_set!r} is unknown; choose one of {EXPERT_SETS}"
+            )
+        if self.expert_label not in EXPERT_LABELS:
+            raise ValueError(
+                f"expert_label {self.expert_label!r} is unknown; choose one of {EXPERT_LABELS}"
+            )
+        if self.targets not in TARGETS:
+            raise ValueError(f"targets {self.targets!r} is unknown; choose one of {TARGETS}")
+        if not 0 <= self.n_policy_labels <= self.n_labels:
+            raise ValueError(
+                f"n_policy_labels ({self.n_policy_labels}) must lie in 0..n_labels "
+                f"({self.n_labels})"
+            )
+        if self.shortlist and not self.n_policy_labels == self.n_labels <= self.shortlist:
+            raise ValueError(
+                f"with shortlist={self.shortlist} the expert labels the shortlist's top "
+                f"candidates only: set n_policy_labels = n_labels <= {self.shortlist} (got "
+                f"{self.n_policy_labels} and {self.n_labels})"
+            )
+        c = self.env.n_candidates
+        if c is not None and self.n_labels > c:
+            raise ValueError(
+                f"n_labels ({self.n_labels}) exceeds the env's n_candidates ({c}); "
+                f"lower n_labels or raise n_candidates"
+            )
+
+
+@struct.dataclass
+class Samples:
+    """Expert-labelled states: the leading axis indexes states."""
+
+    state: jnp.ndarray  # (n, S) state features
+    candidates: jnp.ndarray  # (n, L, F) features of the labelled candidates
+    mask: jnp.ndarray  # (n, L) labelled candidate is real and unlabelled
+    gains: jnp.ndarray  # (n, L) expert look-ahead gains (0 where masked)
+    index: jnp.ndarray  # (n, L) pool index of each labelled candidate
+    scale: jnp.ndarray  # (n,) RMS over the state's episode of the per-state centred gains
+
+
+class Scorer(NamedTuple):
+    """A candidate scorer as pure functions.
+
+    `init(key) -> params`; `apply(params, state, candidates, mask) -> scores`
+    (-1e9 where masked).
+    """
+
+    init: Callable[[jax.Array], Any]
+    apply: Callable[..., jnp.ndarray]
+
+
+def make_scorer(config: ImitationConfig) -> Scorer:
+    """The `CandidateScorer` the config trains, or with `hidden=()` a linear ranker.
+
+    The linear ranker, `scores = candidates @ w + b`, is the floor a network
+    must beat; it is `metaal.strategies.learned.linear_scorer` at transfer time.
+    """
+    if not config.hidden:
+
+        def init_linear(key):
+            del key  # zero weights: every candidate ties until the first fit
+            return {"w": jnp.zeros(features.N_CANDIDATE_FEATURES), "b": jnp.zeros(())}
+
+        def apply_linear(params, state, candidates, mask):
+            del state  # a state term would add the same to every candidate
+            return jnp.where(mask, candidates @ params["w"] + params["b"], NEG_INF)
+
+        return Scorer(init_linear, apply_linear)
+    net = CandidateScorer(hidden=config.hidden, state_hidden=config.state_hidden)
+    n_state = features.n_state_features(config.env.probe_size)
+
+    def init(key):
+        dummy = jnp.zeros((2, features.N_CANDIDATE_FEATURES))
+        return net.init(key, jnp.zeros((n_state,)), dummy, jnp.ones((2,), bool))
+
+    return Scorer(init, lambda params, *obs: net.apply(params, *obs)[0])
+
+
+def as_policy(config: ImitationConfig, params: Any, **provenance: Any) -> LearnedStrategy:
+    """Trained scorer params as a `LearnedStrategy` (save, load, query, evaluate).
+
+    Its config records the imitation and env configs plus `provenance`
+    (JSON-able: command, seed, training suite, ...).
+    """
+    extra = {
+        "agent": "imitation",
+        "env": dataclasses.asdict(config.env),
+        "imitation": {
+            f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "env"
+        },
+        **provenance,
+    }
+    if config.hidden:
+        policy = policy_config(config.hidden, config.state_hidden, config.env.probe_size, **extra)
+    else:
+        policy = {
+            "scorer": "metaal.strategies.learned:linear_scorer",
+            "probe_size": config.env.probe_size,
+            "features": list(features.CANDIDATE_FEATURES),
+            **extra,
+        }
+    if config.shortlist:
+        policy = {**policy, "scorer": "metaal.policy_net:shortlisted_scorer"}
+    return LearnedStrategy(shortlisted_scorer(policy), params, policy)
+
+
+def policy_scores(scorer: Scorer, params: Any, obs: Observation, shortlist: int = 0) -> jnp.ndarray:
+    """The learned policy's score of every candidate of `obs` (-1e9 where masked).
+
+    With `shortlist` > 0 only margin's `shortlist` most uncertain candidates can score.
+    """
+    scores = scorer.apply(params, obs.state, obs.candidates, obs.action_mask)
+    if shortlist:
+        scores = jnp.where(margin_shortlist(obs, shortlist), scores, NEG_INF)
+    return scores
+
+
+def centred_gains(gains: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+    """Gains minus their mean over each state's labelled candidates (0 where masked)."""
+    n = jnp.maximum(jnp.sum(mask, -1, keepdims=True), 1)
+    g = jnp.where(mask, gains, 0.0)
+    return jnp.where(mask, g - jnp.sum(g, -1, keepdims=True) / n, 0.0)
+
+
+def normalise_targets(
+    gains: jnp.ndarray, mask: jnp.ndarray, how: str, scale: jnp.ndarray | None = None
+) -> tuple[jnp.ndarray, ...]:
+    """Normalised gains (0 where masked) and a per-state weight: 0 when all gains are equal.
+
+    `how` is `zscore`, `minmax` or `episode` (centred, divided by `scale`).
+    """
+    n = jnp.maximum(jnp.sum(mask, -1, keepdims=True), 1)
+    hi = jnp.max(jnp.where(mask, gains, -jnp.inf), -1, keepdims=True)
+    lo = jnp.min(jnp.where(mask, gains, jnp.inf), -1, keepdims=True)
+    spread = hi - lo
+    centred = centred_gains(gains, mask)
+    if how == "zscore":
+        std = jnp.sqrt(jnp.sum(centred**2, -1, keepdims=True) / n)
+        t = centred / jnp.maximum(std, 1e-9)
+    elif how == "episode":
+        t = centred / jnp.maximum(scale[..., None], 1e-9)
+    else:
+        t = (jnp.where(mask, gains, 0.0) - lo) / jnp.maximum(spread, 1e-9)
+    weight = (spread[..., 0] > 1e-6) & (jnp.sum(mask, -1) > 1)
+    return jnp.where(mask & weight[..., None], t, 0.0), weight.astype(jnp.float32)
+
+
+def ranking_loss(scores: jnp.ndarray, samples: Samples, config: ImitationConfig) -> jnp.ndarray:
+    """Mean over states of the configured ranking loss of `scores` (n, L) against the gains."""
+    mask = samples.mask
+    t, weight = normalise_targets(samples.gains, mask, config.targets, samples.scale)
+    if config.loss == "listwise":
+        target = jax.nn.softmax(jnp.where(mask, t / config.temperature, -jnp.inf), axis=-1)
+        logq = jax.nn.log_softmax(jnp.where(mask, scores, -1e9), axis=-1)
+        per_state = -jnp.sum(jnp.where(mask, target * logq, 0.0), -1)
+    elif config.loss == "pairwise":
+        diff_t = t[..., :, None] - t[..., None, :]
+        pair = mask[..., :, None] & mask[..., None, :] & (diff_t > 0)
+        w = jnp.where(pair, diff_t, 0.0)
+        s = jnp.where(mask, scores, 0.0)
+        logistic = jax.nn.softplus(-(s[..., :, None] - s[..., None, :]))
+        per_state = jnp.sum(w * logistic, (-2, -1)) / jnp.maximum(jnp.sum(w, (-2, -1)), 1e-9)
+    else:
+        n = jnp.maximum(jnp.sum(mask, -1, keepdims=True), 1)
+        s = jnp.where(mask, scores, 0.0)
+        s = s - jnp.sum(s, -1, keepdims=True) / n
+        per_state = jnp.sum(jnp.where(mask, (s - t) ** 2, 0.0), -1) / n[..., 0]
+    return jnp.sum(weight * per_state) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+def _choose_labelled(key, proposal, available, n_labels, n_top):
+    """`n_labels` distinct candidate indices: the `n_top` best by `proposal`, then random ones."""
+    top_score = jnp.where(available, proposal, -jnp.inf)
+    top = jax.lax.top_k(top_score, n_top)[1] if n_top else jnp.zeros((0,), jnp.int32)
+    taken = jnp.zeros(available.shape, bool).at[top].set(True)
+    u = jax.random.uniform(key, available.shape)
+    n_rest = n_labels - n_top
+    rest = jax.lax.top_k(jnp.where(available & ~taken, u, -1.0), n_rest)[1] if n_rest else top[:0]
+    idx = jnp.concatenate([top, rest]).astype(jnp.int32)
+    return idx, available[idx]
+
+
+def make_episode(config: ImitationConfig, scorer: Scorer) -> Callable:
+    """`episode(key, net_params, params, round_index) -> (samples, stats)` on one task.
+
+    The reset key is `jax.random.split(key)[0]`. `samples` has one row per
+    step; `stats` per step: `executed` and `expert` (pool index of the executed
+    action and of the expert's choice), `agreement` and `regret` of the
+    learned policy among the labelled candidates (before this round's fit),
+    and the scalar `val_gain` of the episode.
+    """
+    env = ActiveLearningEnv(config.env)
+    teacher = make_expert(config)
+    margin_col = features.CANDIDATE_FEATURES.index("margin")
+
+    def episode(key, net_params, params: EnvParams, round_index):
+        k_reset, k_steps = jax.random.split(key)
+        obs, state = env.reset_env(k_reset, params)
+        beta = config.beta_decay**round_index
+        first = round_index == 0
+
+        def step(carry, key):
+            obs, state = carry
+            k_lab, k_exp, k_pol, k_coin, k_env = jax.random.split(key, 5)
+            learned = policy_scores(scorer, net_params, obs, config.shortlist)
+            margin = jnp.where(obs.action_mask, -obs.candidates[:, margin_col], -jnp.inf)
+            proposal = margin if config.shortlist else jnp.where(first, margin, learned)
+            idx, lab_mask = _choose_labelled(
+                k_lab, proposal, obs.action_mask, config.n_labels, config.n_policy_labels
+            )
+            gains = teacher(state, params, idx, lab_mask)
+            expert = idx[select(gains, lab_mask, k_exp)]
+            own = select(learned, obs.action_mask, k_pol)
+            if config.first_policy == "margin":
+                first_action = select(margin, obs.action_mask, k_pol)
+            else:
+                first_action = expert
+            use_expert = jax.random.uniform(k_coin) < beta
+            action = jnp.where(first, first_action, jnp.where(use_expert, expert, own))
+            picked = select(learned[idx], lab_mask, k_pol)
+            best = jnp.max(jnp.where(lab_mask, gains, -jnp.inf))
+            stats = {
+                "executed": state.candidates[action],
+                "expert": state.candidates[expert],
+                "agreement": (gains[picked] >= best).astype(jnp.float32),
+                "regret": best - gains[picked],
+            }
+            sample = Samples(
+                state=obs.state,
+                candidates=obs.candidates[idx],
+                mask=lab_mask,
+                gains=gains,
+                index=state.candidates[idx],
+                scale=jnp.zeros(()),
+            )
+            obs, state, _, _, _, _ = env.step_env(k_env, state, action, params)
+            return (obs, state), (sample, stats)
+
+        (_, state), (samples, stats) = jax.lax.scan(
+            step, (obs, state), jax.random.split(k_steps, config.env.budget)
+        )
+        stats["val_gain"] = state.val_score - state.initial_val_score
+        centred = centred_gains(samples.gains, samples.mask)
+        rms = jnp.sqrt(jnp.sum(centred**2) / jnp.maximum(jnp.sum(samples.mask), 1))
+        return samples.replace(scale=jnp.full(samples.scale.shape, rms)), stats
+
+    return episode
+
+
+def expert_gains(
+    env: ActiveLearningEnv, state: Any, params: EnvParams, idx: jnp.ndarray, mask: jnp.ndarray
+) -> jnp.ndarray:
+    """The env's one-step oracle: validation-accuracy gain of labelling each candidate `idx`.
+
+    0 where `mask` is False.
+    """
+    gains = jax.vmap(env.context(state, params).lookahead)(idx)
+    return jnp.where(mask, gains, 0.0)
+
+
+def make_expert(config: ImitationConfig) -> Callable:
+    """`expert(state, params, idx, mask) -> gains` of the candidates `idx` as `config` defines it.
+
+    The gain is the accuracy after minus before labelling the candidate and
+    refitting as the env does. With `expert_set="val"` and the true label it
+    is exactly the env's look-ahead (`expert_gains`). With `pool+val` the
+    unlabelled pool rows count too, with their hidden labels: a privilege only
+    a training-time teacher has, and a far less noisy signal than a small
+    validation set.
+    """
+    env = ActiveLearningEnv(config.env)
+    if (config.expert_set, config.expert_label) == ("val", "true"):
+        return lambda state, params, idx, mask: expert_gains(env, state, params, idx, mask)
+
+    def accuracy(learner_params, task, rows_X, rows_y, rows_mask):
+        probs = env.learner_step.predict_proba(learner_params, rows_X, task.class_mask)
+        correct = (jnp.argmax(probs, -1) == rows_y) & rows_mask
+        return jnp.sum(correct) / jnp.maximum(jnp.sum(rows_mask), 1)
+
+    def expert(state, params, idx, mask):
+        task = params.task
+        if config.expert_set == "val":
+            rows = (task.val_X, task.val_y, task.val_mask)
+        else:
+            rows = (
+                jnp.concatenate([task.pool_X, task.val_X]),
+                jnp.concatenate([task.pool_y, task.val_y]),
+                jnp.concatenate([task.pool_mask & ~state.labeled, task.val_mask]),
+            )
+        before = accuracy(state.learner, task, *rows)
+
+        def gain(action, label):
+            row = state.candidates[action]
+            told = params.replace(task=task.replace(pool_y=task.pool_y.at[row].set(label)))
+            _, new, _, _, _, _ = env.step_env(jax.random.key(0), state, action, told)
+            return accuracy(new.learner, task, *rows) - before
+
+        def true_gain(action):
+            return gain(action, task.pool_y[state.candidates[action]])
+
+        def expected_gain(action):
+            # Over the two likeliest labels: what the expert can say without peeking at
+            # the candidate's own label.
+            x = task.pool_X[state.candidates[action]][None]
+            probs = env.learner_step.predict_proba(state.learner, x, task.class_mask)[0]
+            p, labels = jax.lax.top_k(probs, 2)
+            g = jax.vmap(lambda y: gain(action, y))(labels)
+            return jnp.sum(p * g) / jnp.maximum(jnp.sum(p), 1e-9)
+
+        one = true_gain if config.expert_label == "true" else expected_gain
+        return jnp.where(mask, jax.vmap(one)(idx), 0.0)
+
+    return expert
+
+
+def make_rollout(config: ImitationConfig, scorer: Scorer) -> Callable:
+    """`rollout(key, net_params, tasks, round_index) -> (samples, mean stats)`: one DAgger round.
+
+    Each of the `n_envs` episodes runs on a task drawn uniformly from `tasks`;
+    samples have a leading (n_envs * budget) state axis.
+    """
+    episode = make_episode(config, scorer)
+
+    def one(key, net_params, tasks, round_index):
+        k_task, k_episode = jax.random.split(key)
+        n_tasks = jax.tree.leaves(tasks)[0].shape[0]
+        params = jax.tree.map(lambda x: x[jax.random.randint(k_task, (), 0, n_tasks)], tasks)
+        samples, stats = episode(k_episode, net_params, params, round_index)
+        stats["expert_share"] = jnp.mean(stats.pop("executed") == stats.pop("expert"))
+        return samples, stats
+
+    def rollout(key, net_params, tasks, round_index):
+        keys = jax.random.split(key, config.n_envs)
+        samples, stats = jax.vmap(one, in_axes=(0, None, None, None))(
+            keys, net_params, tasks, round_index
+        )
+        samples = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), samples)
+        return samples, jax.tree.map(jnp.mean, stats)
+
+    return rollout
+
+
+def make_fit(config: ImitationConfig, scorer: Scorer, optimiser) -> Callable:
+    """`fit(net_params, opt_state, buffer, filled, key) -> (net_params, opt_state, losses)`.
+
+    `updates_per_round` Adam steps on minibatches drawn from the first
+    `filled` rows of `buffer`.
+    """
+
+    def loss_fn(net_params, batch):
+        scores = scorer.apply(net_params, batch.state, batch.candidates, batch.mask)
+        return ranking_loss(scores, batch, config)
+
+    def fit(net_params, opt_state, buffer, filled, key):
+        def update(carry, key):
+            net_params, opt_state = carry
+            rows = jax.random.randint(key, (config.batch_size,), 0, filled)
+            batch = jax.tree.map(lambda x: x[rows], buffer)
+            loss, grads = jax.value_and_grad(loss_fn)(net_params, batch)
+            updates, opt_state = optimiser.update(grads, opt_state, net_params)
+            return (optax.apply_updates(net_params, updates), opt_state), loss
+
+        (net_params, opt_state), losses = jax.lax.scan(
+            update, (net_params, opt_state), jax.random.split(key, config.updates_per_round)
+        )
+        return net_params, opt_state, losses
+
+    return fit
+
+
+def empty_buffer(config: ImitationConfig, size: int) -> Samples:
+    """`size` zero rows of `Samples` for `config`'s observation sizes."""
+    n_state = features.n_state_features(config.env.probe_size)
+    return Samples(
+        state=jnp.zeros((size, n_state)),
+        candidates=jnp.zeros((size, config.n_labels, features.N_CANDIDATE_FEATURES)),
+        mask=jnp.zeros((size, config.n_labels), bool),
+        gains=jnp.zeros((size, config.n_labels)),
+        index=jnp.zeros((size, config.n_labels), jnp.int32),
+        scale=jnp.ones((size,)),
+    )
+
+
+def train_fn(config: ImitationConfig, key: jax.Array, tasks: EnvParams) -> tuple[Any, dict]:
+    """DAgger on `tasks` (batched `EnvParams`); returns scorer params and per-round metrics."""
+    scorer = make_scorer(config)
+    optimiser = optax.adam(config.learning_rate)
+    rollout = make_rollout(config, scorer)
+    fit = make_fit(config, scorer, optimiser)
+    per_round = config.n_envs * config.env.budget
+    k_init, k_rounds = jax.random.split(key)
+    net_params = scorer.init(k_init)
+    opt_state = optimiser.init(net_params)
+    buffer = empty_buffer(config, config.n_rounds * per_round)
+
+    def one_round(carry, inputs):
+        net_params, opt_state, buffer = carry
+        round_index, key = inputs
+        k_roll, k_fit = jax.random.split(key)
+        samples, stats = rollout(k_roll, net_params, tasks, round_index)
+        buffer = jax.tree.map(
+            lambda b, s: jax.lax.dynamic_update_slice_in_dim(b, s, round_index * per_round, 0),
+            buffer,
+            samples,
+        )
+        filled = (round_index + 1) * per_round
+        net_params, opt_state, losses = fit(net_params, opt_state, buffer, filled, k_fit)
+        stats["loss"] = jnp.mean(losses[-max(1, config.updates_per_round // 10) :])
+        return (net_params, opt_state, buffer), stats
+
+    (net_params, _, _), metrics = jax.lax.scan(
+        one_round,
+        (net_params, opt_state, buffer),
+        (jnp.arange(config.n_rounds), jax.random.split(k_rounds, config.n_rounds)),
+    )
+    return net_params, metrics
+
+
+def make_train(config: ImitationConfig) -> Callable[[jax.Array, EnvParams], tuple[Any, dict]]:
+    """Jitted `train(key, tasks) -> (scorer params, metrics)`.
+
+    `tasks` is a batched `EnvParams` (`jax.vmap(envs.core.make_params)(stack_splits(...))`);
+    it is an argument rather than a closure so the data never becomes a compile-time
+    constant. Metrics have one entry per round: `loss` (mean over the round's last
+    updates), `agreement` (share of visited states where the policy before the round's
+    fit picks a best candidate among the labelled ones), `regret` (best minus picked
+    gain there) and `val_gain` (mean final minus initial validation accuracy of the
+    round's episodes, under the behaviour policy).
+    """
+    return jax.jit(lambda key, tasks: train_fn(config, key, tasks))
