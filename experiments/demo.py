@@ -19,7 +19,7 @@ from pathlib import Path
 
 from metaal import metrics, tracking
 
-DEFAULT_SEEDS = 10
+DEFAULT_SEEDS = 20
 DEFAULT_BUDGET = 100
 
 
