@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -174,6 +175,25 @@ def split_sizes(n: int, max_pool: int, max_val: int, max_test: int) -> tuple[int
     return n_pool, n_val, n_test
 
 
+def fit_scaler(X: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Median imputation and standardisation fitted on `X`; returns the float32 transform.
+
+    Medians, means and standard deviations come from `X` alone (constant
+    columns keep scale 1, so they become 0); apply the result to any rows.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column without any value in X
+        median = np.nan_to_num(np.nanmedian(X, axis=0))
+    filled = np.where(np.isnan(X), median, X)
+    mean, std = filled.mean(axis=0), filled.std(axis=0)
+    std = np.where(std > 1e-12, std, 1.0)
+
+    def transform(rows: np.ndarray) -> np.ndarray:
+        return ((np.where(np.isnan(rows), median, rows) - mean) / std).astype(np.float32)
+
+    return transform
+
+
 def _stratified_order(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A permutation of rows whose every prefix is (near) stratified by class."""
     keys = np.empty(len(y))
@@ -208,22 +228,12 @@ def make_split(
     val_idx = order[n_test : n_test + n_val]
     rest = order[n_test + n_val :]
     pool_idx = rest[_stratified_order(task.y[rest], rng)[:n_pool]]
-    pool_X = task.X[pool_idx]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a column empty in the pool
-        median = np.nan_to_num(np.nanmedian(pool_X, axis=0))
-
-    def clean(X: np.ndarray) -> np.ndarray:
-        return np.where(np.isnan(X), median, X)
-
-    pool_X = clean(pool_X)
-    mean, std = pool_X.mean(axis=0), pool_X.std(axis=0)
-    std = np.where(std > 1e-12, std, 1.0)
-
-    def scale(idx: np.ndarray) -> np.ndarray:
-        return ((clean(task.X[idx]) - mean) / std).astype(np.float32)
-
-    parts = {"pool": scale(pool_idx), "val": scale(val_idx), "test": scale(test_idx)}
+    scale = fit_scaler(task.X[pool_idx])
+    parts = {
+        "pool": scale(task.X[pool_idx]),
+        "val": scale(task.X[val_idx]),
+        "test": scale(task.X[test_idx]),
+    }
     if max_features is not None and task.X.shape[1] > max_features:
         _, _, vt = np.linalg.svd(parts["pool"].astype(np.float64), full_matrices=False)
         proj = {k: v @ vt[:max_features].T for k, v in parts.items()}

@@ -37,7 +37,6 @@ to every call of an episode.
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -47,6 +46,7 @@ import numpy as np
 from sklearn.base import clone
 
 from metaal import features
+from metaal.data.task import fit_scaler
 from metaal.learners import make_learner
 from metaal.strategies.base import Context, Strategy, select
 
@@ -55,13 +55,8 @@ CV_FOLDS = 5
 
 
 def standardise(X: np.ndarray) -> np.ndarray:
-    """Impute column medians and scale to zero mean, unit variance (constant columns become 0)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a column without any value
-        median = np.nan_to_num(np.nanmedian(X, axis=0))
-    X = np.where(np.isnan(X), median, X)
-    std = X.std(axis=0)
-    return ((X - X.mean(axis=0)) / np.where(std > 1e-12, std, 1.0)).astype(np.float32)
+    """Impute column medians and scale to zero mean, unit variance over all rows, as a pool is."""
+    return fit_scaler(X)(X)
 
 
 def _distances(X: jnp.ndarray, rows: jnp.ndarray) -> jnp.ndarray:
