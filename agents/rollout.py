@@ -185,9 +185,7 @@ def reward_scales(
             lambda _, lp: learner.fit(lp, task.pool_X, task.pool_y, weights, task.class_mask),
             learner.init(k_fit, task.pool_X.shape[-1], task.class_mask.shape[-1]),
         )
-        probs = learner.predict_proba(fitted, task.val_X, task.class_mask)
-        correct = (jnp.argmax(probs, axis=-1) == task.val_y) & task.val_mask
-        full = jnp.sum(correct) / jnp.maximum(jnp.sum(task.val_mask), 1)
+        full = env.accuracy(fitted, task.val_X, task.val_y, task.val_mask, task.class_mask)
         return jnp.maximum(full - jnp.mean(initial), MIN_REWARD_SCALE)
 
     t = jax.tree.leaves(params)[0].shape[0]

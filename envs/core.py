@@ -178,10 +178,23 @@ class ActiveLearningEnv:
             params_learner, X, y, self._labeled_weights(idx, n_labeled), task.class_mask
         )
 
-    def _accuracy(self, learner_params, X, y, mask, class_mask):
-        probs = self.learner_step.predict_proba(learner_params, X, class_mask)
-        correct = (jnp.argmax(probs, axis=-1) == y) & mask
+    def accuracy(
+        self,
+        learner_params: Any,
+        X: jnp.ndarray,
+        y: jnp.ndarray,
+        mask: jnp.ndarray,
+        class_mask: jnp.ndarray,
+    ) -> jnp.ndarray:
+        """Accuracy of fitted `learner_params` on the rows of (X, y) where `mask` holds."""
+        correct = (self.learner_step.predict(learner_params, X, class_mask) == y) & mask
         return jnp.sum(correct) / jnp.maximum(jnp.sum(mask), 1)
+
+    def test_accuracy(self, learner_params: Any, task: TaskBatch) -> jnp.ndarray:
+        """Accuracy on the task's test split (reported, never observed)."""
+        return self.accuracy(
+            learner_params, task.test_X, task.test_y, task.test_mask, task.class_mask
+        )
 
     def _sample_candidates(self, key, labeled, params: EnvParams):
         task = params.task
@@ -193,6 +206,8 @@ class ActiveLearningEnv:
         return idx.astype(jnp.int32), available[idx]
 
     def _distance_to(self, X, x):
+        # the difference form, not |X|^2 - 2Xx + |x|^2: exact for duplicate rows, so their
+        # distances tie and padding the features changes no rank
         return jnp.sqrt(jnp.maximum(jnp.sum((X - x) ** 2, axis=-1), 0.0))
 
     def observe(self, state: EnvState, params: EnvParams) -> Observation:
@@ -278,7 +293,7 @@ class ActiveLearningEnv:
         n_labeled = jnp.int32(cfg.n_initial)
         learner = self.learner_init.init(k_learner, task.pool_X.shape[1], k)
         learner = self._fit(self.learner_init, learner, task, labeled_idx, n_labeled)
-        val = self._accuracy(learner, task.val_X, task.val_y, task.val_mask, task.class_mask)
+        val = self.accuracy(learner, task.val_X, task.val_y, task.val_mask, task.class_mask)
         dist = jax.vmap(lambda x: self._distance_to(task.pool_X, x))(task.pool_X[init_idx])
         _, probe = jax.lax.top_k(
             jnp.where(task.pool_mask, jax.random.uniform(k_probe, (n,)), -1.0),
@@ -319,8 +334,8 @@ class ActiveLearningEnv:
         n_labeled = state.n_labeled + valid.astype(jnp.int32)
         learner = self._fit(self.learner_step, state.learner, task, labeled_idx, n_labeled)
         learner = jax.tree.map(lambda new, old: jnp.where(valid, new, old), learner, state.learner)
-        val = self._accuracy(learner, task.val_X, task.val_y, task.val_mask, task.class_mask)
-        test = self._accuracy(learner, task.test_X, task.test_y, task.test_mask, task.class_mask)
+        val = self.accuracy(learner, task.val_X, task.val_y, task.val_mask, task.class_mask)
+        test = self.test_accuracy(learner, task)
         new_dist = jnp.minimum(state.dist_labeled, self._distance_to(task.pool_X, task.pool_X[idx]))
         if cfg.reward == "gain":
             reward = val - state.val_score

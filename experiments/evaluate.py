@@ -166,13 +166,6 @@ def seed_keys(seeds: Sequence[int]) -> jax.Array:
     return jnp.stack([jax.random.key(int(s)) for s in seeds])
 
 
-def test_accuracy(env: ActiveLearningEnv, learner_params, task: TaskBatch) -> jax.Array:
-    """Test accuracy of a fitted learner (the env reports it after steps, not at reset)."""
-    probs = env.learner_step.predict_proba(learner_params, task.test_X, task.class_mask)
-    correct = (jnp.argmax(probs, axis=-1) == task.test_y) & task.test_mask
-    return jnp.sum(correct) / jnp.maximum(jnp.sum(task.test_mask), 1)
-
-
 @functools.lru_cache(maxsize=64)
 def episode_runner(strategy: Strategy, config: EnvConfig):
     """`jit(vmap(episode))`: (keys (E,), params (E, ...)) -> test accuracy and n_labeled, (E, B+1).
@@ -199,7 +192,7 @@ def episode_runner(strategy: Strategy, config: EnvConfig):
 
         keys = tuple(jax.random.split(k, config.budget) for k in (steps_key, score_key, select_key))
         _, (acc, n_labeled) = jax.lax.scan(step, (state, memory), keys)
-        acc0 = test_accuracy(env, state.learner, params.task)
+        acc0 = env.test_accuracy(state.learner, params.task)
         return (
             jnp.concatenate([acc0[None], acc]),
             jnp.concatenate([state.n_labeled[None], n_labeled]),

@@ -176,19 +176,13 @@ def evaluator(config: EnvConfig, hidden: tuple[int, ...], state_hidden: int) -> 
 
         keys = jax.random.split(k_steps, (config.budget, 3))
         _, acc = jax.lax.scan(step, first, (keys[:, 0], keys[:, 1], keys[:, 2]))
-        acc0 = _test_accuracy(env, first.learner, params.task)
+        acc0 = env.test_accuracy(first.learner, params.task)
         return jnp.concatenate([acc0[None], acc])
 
     runs = jax.vmap(episode, in_axes=(None, None, 0, 0))
     strategies = jax.vmap(runs, in_axes=(0, None, None, None))
     which = jnp.arange(len(EVAL_STRATEGIES))
     return jax.jit(lambda net_params, keys, params: strategies(which, net_params, keys, params))
-
-
-def _test_accuracy(env: ActiveLearningEnv, learner: Any, task: Any) -> jax.Array:
-    probs = env.learner_step.predict_proba(learner, task.test_X, task.class_mask)
-    correct = (jnp.argmax(probs, axis=-1) == task.test_y) & task.test_mask
-    return jnp.sum(correct) / jnp.maximum(jnp.sum(task.test_mask), 1)
 
 
 def eval_metrics(curves: np.ndarray, names: Sequence[str]) -> dict[str, float]:

@@ -8,7 +8,9 @@ Every learner is a `Learner` of three pure functions:
   weight 0 (unlabelled or padding) do not count;
 - `predict_proba(params, X, class_mask) -> (n, k)` class probabilities, zero on
   padded classes; `member_proba` gives the (members, n, k) probabilities of an
-  ensemble (one member for the others).
+  ensemble (one member for the others); `predict(params, X, class_mask) -> (n,)`
+  the predicted classes (for single models the argmax of the masked logits,
+  which skips the softmax the env would otherwise pay for every accuracy).
 
 Padding is invisible: zero-valued padded features receive zero gradient, and
 padded classes are masked out of the softmax, so a padded task gets the same
@@ -36,11 +38,16 @@ class Learner(NamedTuple):
     fit: Callable[..., Params]
     predict_proba: Callable[..., jnp.ndarray]
     member_proba: Callable[..., jnp.ndarray]
+    predict: Callable[..., jnp.ndarray]
 
 
 def _masked_softmax(logits: jnp.ndarray, class_mask: jnp.ndarray) -> jnp.ndarray:
     logits = jnp.where(class_mask, logits, NEG_INF)
     return jax.nn.softmax(logits, axis=-1) * class_mask
+
+
+def _masked_argmax(logits: jnp.ndarray, class_mask: jnp.ndarray) -> jnp.ndarray:
+    return jnp.argmax(jnp.where(class_mask, logits, NEG_INF), axis=-1)
 
 
 def _cross_entropy(logits, y, weights, class_mask):
@@ -99,7 +106,9 @@ def make_logreg(C: float = 1.0, steps: int = 10, power_iters: int = 2) -> Learne
         row_weight = weights / n
 
         def grad(Wt, b):
-            logits = jnp.einsum("kd,nd->kn", Wt, X) + b[:, None]
+            # a broadcast product and a sum, not a dot: XLA fuses it with the softmax, ~20%
+            # faster than the (K, D) x (D, n) dot over a batch of envs
+            logits = jnp.sum(Wt[:, None, :] * X[None], axis=-1) + b[:, None]
             P = jax.nn.softmax(jnp.where(class_mask[:, None], logits, NEG_INF), axis=0)
             G = (P - Yt) * row_weight
             return jnp.einsum("kn,nd->kd", G, X) + reg * Wt, jnp.sum(G, axis=1)
@@ -124,6 +133,7 @@ def make_logreg(C: float = 1.0, steps: int = 10, power_iters: int = 2) -> Learne
         fit,
         predict_proba,
         lambda p, X, m: predict_proba(p, X, m)[None],
+        lambda p, X, m: _masked_argmax(_logreg_logits(p, X), m),
     )
 
 
@@ -177,7 +187,14 @@ def make_mlp(
     def predict_proba(params, X, class_mask):
         return _masked_softmax(logits(params, X), class_mask)
 
-    return Learner("mlp", init, fit, predict_proba, lambda p, X, m: predict_proba(p, X, m)[None])
+    return Learner(
+        "mlp",
+        init,
+        fit,
+        predict_proba,
+        lambda p, X, m: predict_proba(p, X, m)[None],
+        lambda p, X, m: _masked_argmax(logits(p, X), m),
+    )
 
 
 # --- deep ensemble --------------------------------------------------------------------
@@ -214,7 +231,10 @@ def make_ensemble(members: int = 5, base: str = "mlp", **base_kwargs: Any) -> Le
     def predict_proba(params, X, class_mask):
         return member_proba(params, X, class_mask).mean(axis=0)
 
-    return Learner("ensemble", init, fit, predict_proba, member_proba)
+    def predict(params, X, class_mask):
+        return _masked_argmax(predict_proba(params, X, class_mask), class_mask)
+
+    return Learner("ensemble", init, fit, predict_proba, member_proba, predict)
 
 
 LEARNERS: dict[str, Callable[..., Learner]] = {
