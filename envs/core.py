@@ -95,6 +95,7 @@ class EnvParams:
 
     task: TaskBatch
     density: jnp.ndarray
+    pool_XT: jnp.ndarray  # (D, N) the pool, features-major, for distance updates
 
 
 @struct.dataclass
@@ -108,11 +109,17 @@ class EnvState:
     learner: Any
     val_score: jnp.ndarray
     initial_val_score: jnp.ndarray
-    dist_labeled: jnp.ndarray  # (N,) distance of every pool row to the labelled set
+    near_dist: jnp.ndarray  # (KNN, N) distances of every pool row to its nearest labelled rows
+    near_slot: jnp.ndarray  # (KNN, N) their slots in `labeled_idx`
     class_counts: jnp.ndarray  # (K,) labels revealed per class
     probe: jnp.ndarray  # (probe_size,) pool indices
     candidates: jnp.ndarray  # (C,) pool indices
     candidate_mask: jnp.ndarray  # (C,) bool
+
+    @property
+    def dist_labeled(self) -> jnp.ndarray:
+        """(N,) distance of every pool row to the labelled set (inf before any label)."""
+        return self.near_dist[0]
 
 
 def _mix32(h: jnp.ndarray) -> jnp.ndarray:
@@ -138,7 +145,11 @@ def row_priorities(key: jax.Array, n: int) -> jnp.ndarray:
 
 def make_params(task: TaskBatch) -> EnvParams:
     """Env params for one padded task (unbatched); use `jax.vmap(make_params)` for a batch."""
-    return EnvParams(task=task, density=features.pool_density(task.pool_X, task.pool_mask))
+    return EnvParams(
+        task=task,
+        density=features.pool_density(task.pool_X, task.pool_mask),
+        pool_XT=task.pool_X.T,
+    )
 
 
 def check_fits(task: TaskBatch, config: EnvConfig, name: str = "task") -> None:
@@ -205,10 +216,10 @@ class ActiveLearningEnv:
         _, idx = jax.lax.top_k(jnp.where(available, u, -1.0), self.config.n_candidates)
         return idx.astype(jnp.int32), available[idx]
 
-    def _distance_to(self, X, x):
-        # the difference form, not |X|^2 - 2Xx + |x|^2: exact for duplicate rows, so their
-        # distances tie and padding the features changes no rank
-        return jnp.sqrt(jnp.maximum(jnp.sum((X - x) ** 2, axis=-1), 0.0))
+    def _distance_to(self, params: EnvParams, i: jnp.ndarray) -> jnp.ndarray:
+        """Distance of every pool row to pool row `i`."""
+        XT = params.pool_XT
+        return jnp.sqrt(features.squared_distances(XT, XT[:, i]))
 
     def observe(self, state: EnvState, params: EnvParams) -> Observation:
         """The observation of `state` (a pure function of state and params)."""
@@ -231,6 +242,20 @@ class ActiveLearningEnv:
             state.n_labeled / n_pool,
             state.val_score,
             state.val_score - state.initial_val_score,
+            self.neighbours(state, params),
+        )
+
+    def neighbours(self, state: EnvState, params: EnvParams) -> features.Neighbours:
+        """The candidates' nearest labelled rows: their labels and whether the learner errs."""
+        task = params.task
+        rows = state.labeled_idx[state.near_slot[:, state.candidates].T]  # (C, KNN) pool indices
+        X = task.pool_X[rows.reshape(-1)]
+        predicted = self.learner_step.predict(state.learner, X, task.class_mask)
+        y = task.pool_y[rows]
+        return features.Neighbours(
+            y=y,
+            wrong=predicted.reshape(rows.shape) != y,
+            valid=jnp.isfinite(state.near_dist[:, state.candidates].T),
         )
 
     def context(self, state: EnvState, params: EnvParams) -> Context:
@@ -294,7 +319,12 @@ class ActiveLearningEnv:
         learner = self.learner_init.init(k_learner, task.pool_X.shape[1], k)
         learner = self._fit(self.learner_init, learner, task, labeled_idx, n_labeled)
         val = self.accuracy(learner, task.val_X, task.val_y, task.val_mask, task.class_mask)
-        dist = jax.vmap(lambda x: self._distance_to(task.pool_X, x))(task.pool_X[init_idx])
+        near_dist = jnp.full((features.KNN, n), jnp.inf)
+        near_slot = jnp.zeros((features.KNN, n), jnp.int32)
+        for slot in range(cfg.n_initial):
+            near_dist, near_slot = features.insert_neighbour(
+                near_dist, near_slot, self._distance_to(params, init_idx[slot]), slot
+            )
         _, probe = jax.lax.top_k(
             jnp.where(task.pool_mask, jax.random.uniform(k_probe, (n,)), -1.0),
             min(cfg.probe_size, n),
@@ -309,7 +339,8 @@ class ActiveLearningEnv:
             learner=learner,
             val_score=val,
             initial_val_score=val,
-            dist_labeled=jnp.min(dist, axis=0),
+            near_dist=near_dist,
+            near_slot=near_slot,
             class_counts=jnp.zeros(k, jnp.float32).at[task.pool_y[init_idx]].add(1.0),
             probe=probe,
             candidates=candidates,
@@ -336,7 +367,9 @@ class ActiveLearningEnv:
         learner = jax.tree.map(lambda new, old: jnp.where(valid, new, old), learner, state.learner)
         val = self.accuracy(learner, task.val_X, task.val_y, task.val_mask, task.class_mask)
         test = self.test_accuracy(learner, task)
-        new_dist = jnp.minimum(state.dist_labeled, self._distance_to(task.pool_X, task.pool_X[idx]))
+        near_dist, near_slot = features.insert_neighbour(
+            state.near_dist, state.near_slot, self._distance_to(params, idx), state.n_labeled
+        )
         if cfg.reward == "gain":
             reward = val - state.val_score
         else:
@@ -352,7 +385,8 @@ class ActiveLearningEnv:
             learner=learner,
             val_score=val,
             initial_val_score=state.initial_val_score,
-            dist_labeled=jnp.where(valid, new_dist, state.dist_labeled),
+            near_dist=jnp.where(valid, near_dist, state.near_dist),
+            near_slot=jnp.where(valid, near_slot, state.near_slot),
             class_counts=state.class_counts.at[task.pool_y[idx]].add(valid.astype(jnp.float32)),
             probe=state.probe,
             candidates=candidates,

@@ -61,7 +61,7 @@ def summary_table(results_csv: Path, learned: str = "learned") -> str:
 def main(args: argparse.Namespace) -> int:
     """Train (unless --quick), evaluate on `heldout`, print the summary."""
     from experiments.evaluate import evaluate
-    from experiments.imitate import DEFAULT_VARIANT, train_imitation
+    from experiments.imitate import DEFAULT_MEMBERS, DEFAULT_VARIANT, train_imitation
     from metaal.data import suite_names
     from metaal.strategies import HEURISTICS
 
@@ -71,7 +71,11 @@ def main(args: argparse.Namespace) -> int:
         policy = "default"
         print("demo --quick: evaluating the shipped default policy", flush=True)
     else:
-        print(f"demo 1/2: meta-training the default policy ({DEFAULT_VARIANT})", flush=True)
+        print(
+            f"demo 1/2: meta-training the default policy ({DEFAULT_VARIANT}, an ensemble of "
+            f"{DEFAULT_MEMBERS} seeds)",
+            flush=True,
+        )
         policy = train_imitation(
             out / "train", DEFAULT_VARIANT, args.seed, command="metaal demo (training step)"
         )

@@ -2,6 +2,7 @@
 
     python experiments/research_imitation.py heuristics          # cache the baselines' runs once
     python experiments/research_imitation.py run sl16_big --seed 0    # train + evaluate variants
+    python experiments/research_imitation.py ensemble sl16_knn --seeds 0 1 2  # seeds' ensemble
     python experiments/research_imitation.py table               # ablation table of every run
     python experiments/research_imitation.py save sl16_big       # make a run the default policy
 
@@ -178,6 +179,10 @@ VARIANTS: dict[str, Variant] = {
         "sl16 with 3x the data: 6 rounds x 32 envs, 600 updates per round",
         dataclasses.replace(SL16, n_rounds=6, n_envs=32, updates_per_round=600),
     ),
+    "sl16_knn": Variant(
+        "sl16_big reading two more features: knn_disagreement and knn_error",
+        dataclasses.replace(SL16, n_rounds=6, n_envs=32, updates_per_round=600),
+    ),
     "sl16_huge": Variant(
         "sl16 with ~5x the data of sl16_big: 8 rounds x 64 envs, 800 updates per round",
         dataclasses.replace(SL16, n_rounds=8, n_envs=64, updates_per_round=800),
@@ -325,7 +330,7 @@ def run(names: list[str], seed: int, command: str) -> None:
     baselines = baseline_results()
     for variant_name in names:
         variant = VARIANTS[variant_name]
-        name = variant_name if seed == 0 else f"{variant_name}_seed{seed}"
+        name = run_name(variant_name, seed)
         out = OUT / name
         out.mkdir(parents=True, exist_ok=True)
         net_params, round_metrics, seconds = train_variant(variant, seed)
@@ -338,6 +343,35 @@ def run(names: list[str], seed: int, command: str) -> None:
             json.dumps({"seconds": seconds, "metrics": round_metrics, **policy.config}, indent=1)
         )
         print(report_variant(pd.concat([baselines, results]), name), flush=True)
+
+
+def run_name(variant_name: str, seed: int) -> str:
+    """Folder name of a variant's run: the variant for seed 0, `<variant>_seed<seed>` otherwise."""
+    return variant_name if seed == 0 else f"{variant_name}_seed{seed}"
+
+
+def ensemble(variant_name: str, seeds: list[int], command: str) -> None:
+    """Evaluate the ensemble of a variant's runs with `seeds` (each trained by `run` first)."""
+    runs = [OUT / run_name(variant_name, s) for s in seeds]
+    missing = [str(r) for r in runs if not (r / "policy.msgpack").exists()]
+    if missing:
+        raise SystemExit(f"no trained policy in {missing}; train them with `run --seed N` first")
+    policy = LearnedStrategy.ensemble([LearnedStrategy.load(r / "policy.msgpack") for r in runs])
+    policy.config["command"] = command
+    name = f"{variant_name}_ens" + "".join(str(s) for s in seeds)
+    out = OUT / name
+    out.mkdir(parents=True, exist_ok=True)
+    policy.save(out / "policy.msgpack")
+    results = evaluate_strategy(policy.to_strategy(name))
+    results.to_csv(out / "results.csv", index=False)
+    trained = [json.loads((r / "train.json").read_text()) for r in runs]
+    summary = {
+        "seconds": sum(t["seconds"] for t in trained),
+        "metrics": {"agreement": [np.mean([t["metrics"]["agreement"][-1] for t in trained])]},
+        **policy.config,
+    }
+    (out / "train.json").write_text(json.dumps(summary, indent=1))
+    print(report_variant(pd.concat([baseline_results(), results]), name), flush=True)
 
 
 def report_variant(results: pd.DataFrame, name: str) -> str:
@@ -390,9 +424,12 @@ def save_default(name: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one command."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("heuristics", "run", "table", "save"))
+    parser.add_argument("command", choices=("heuristics", "run", "ensemble", "table", "save"))
     parser.add_argument("variants", nargs="*", help=f"variant names: {', '.join(VARIANTS)}")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="ensemble: the members' seeds"
+    )
     args = parser.parse_args(argv)
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
@@ -403,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "run":
         command = "python experiments/research_imitation.py " + " ".join(argv or sys.argv[1:])
         run(args.variants, args.seed, command)
+    elif args.command == "ensemble":
+        if len(args.variants) != 1:
+            parser.error("ensemble takes exactly one variant name")
+        command = "python experiments/research_imitation.py " + " ".join(argv or sys.argv[1:])
+        ensemble(args.variants[0], args.seeds, command)
     elif args.command == "table":
         print(table().round(4).to_string(index=False))
     else:

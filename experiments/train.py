@@ -375,6 +375,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "recipe of the shipped default policy)",
     )
     parser.add_argument(
+        "--members",
+        type=int,
+        help="imitation: train this many seeds (--seed, --seed + 1, ...) and export their "
+        "ensemble (default: as the shipped default policy)",
+    )
+    parser.add_argument(
         "--preset", choices=configs.PRESETS, help="settings to start from (default: demo)"
     )
     parser.add_argument(
@@ -433,14 +439,20 @@ def main(args: argparse.Namespace) -> int:
     argv = sys.argv[1:]
     command = "metaal " + shlex.join(argv[argv.index("train") :]) if "train" in argv else ""
     try:
+        if args.agent != "imitation" and (args.variant or args.members):
+            raise ValueError("--variant and --members are imitation options; add --agent imitation")
         if args.agent == "imitation":
-            from experiments.imitate import DEFAULT_VARIANT, train_imitation
+            from experiments.imitate import DEFAULT_MEMBERS, DEFAULT_VARIANT, train_imitation
 
             if args.resume:
                 raise ValueError("imitation runs write no checkpoints; re-run without --resume")
             out = args.out or str(Path(DEFAULT_OUT) / tracking.run_name("train", "imitation", 0))
             policy = train_imitation(
-                out, args.variant or DEFAULT_VARIANT, args.seed or 0, command=command
+                out,
+                args.variant or DEFAULT_VARIANT,
+                args.seed or 0,
+                command=command,
+                members=args.members or DEFAULT_MEMBERS,
             )
         elif args.resume:
             given = [o for o in _CONFIG_OPTIONS if getattr(args, o, None) is not None]

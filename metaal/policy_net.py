@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from metaal.features import CANDIDATE_FEATURES, Observation
@@ -127,5 +128,36 @@ def shortlisted_scorer(config: dict) -> Callable[[Any, Observation], jnp.ndarray
 
     def apply(params, obs):
         return jnp.where(margin_shortlist(obs, k), inner(params, obs), NEG_INF)
+
+    return apply
+
+
+#: What `LearnedStrategy.ensemble` writes as the scorer of an ensemble policy.
+ENSEMBLE_SCORER = "metaal.policy_net:ensemble_scorer"
+
+
+def ensemble_scorer(config: dict) -> Callable[[Any, Observation], jnp.ndarray]:
+    """Scorer factory of ensembles: the mean of the members' standardised scores.
+
+    `config["member_scorer"]` names the members' factory (they share one
+    architecture); the params are `{"members": pytree stacked on axis 0}`.
+    Each member's scores are z-scored over the candidates it may pick before
+    averaging, so no member dominates by its scale. Averaging policies trained
+    from different seeds cancels much of what one training run learns by
+    chance.
+    """
+    from metaal.strategies.learned import resolve_scorer  # learned.py loads policy files
+
+    member_config = {**config, "scorer": config["member_scorer"]}
+    inner = resolve_scorer(config["member_scorer"])(member_config)
+
+    def apply(params, obs):
+        scores = jax.vmap(inner, in_axes=(0, None))(params["members"], obs)  # (M, C)
+        valid = (scores > NEG_INF / 2) & obs.action_mask
+        n = jnp.maximum(jnp.sum(valid, axis=-1, keepdims=True), 1)
+        mean = jnp.sum(jnp.where(valid, scores, 0.0), axis=-1, keepdims=True) / n
+        var = jnp.sum(jnp.where(valid, (scores - mean) ** 2, 0.0), axis=-1, keepdims=True) / n
+        z = (scores - mean) / (jnp.sqrt(var) + 1e-6)
+        return jnp.where(jnp.all(valid, axis=0), jnp.mean(z, axis=0), NEG_INF)
 
     return apply

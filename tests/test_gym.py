@@ -13,6 +13,7 @@ from gymnasium.vector import AutoresetMode
 
 import envs
 from envs.gym import ActiveLearningGymEnv, ActiveLearningVectorEnv, core_env
+from metaal import features
 from metaal.data import load_task
 
 # Same settings (and shapes) as tests/test_env.py, so the compiled core is shared.
@@ -67,7 +68,7 @@ def test_spaces_and_python_return_types(env):
     space = env.observation_space
     assert isinstance(space, gym.spaces.Dict)
     assert set(space.spaces) == {"state", "candidates", "action_mask"}
-    assert space["candidates"].shape == (C, 22)
+    assert space["candidates"].shape == (C, features.N_CANDIDATE_FEATURES)
     assert env.action_space == gym.spaces.Discrete(C)
     obs, info = env.reset(seed=0)
     assert space.contains(obs)
@@ -180,7 +181,7 @@ def test_make_vec_builds_the_jitted_vector_env(venv):
     assert isinstance(venv.unwrapped, ActiveLearningVectorEnv)
     assert venv.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
     assert venv.num_envs == N_ENVS
-    assert venv.observation_space["candidates"].shape == (N_ENVS, C, 22)
+    assert venv.observation_space["candidates"].shape == (N_ENVS, C, features.N_CANDIDATE_FEATURES)
 
 
 def test_vector_rows_equal_single_envs_across_autoreset(venv, env):

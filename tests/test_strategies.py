@@ -360,3 +360,31 @@ def test_learned_policy_save_load_roundtrip(tmp_path):
     (tmp_path / "junk.msgpack").write_bytes(b"not a policy")
     with pytest.raises(ValueError, match="not a metaal policy file"):
         LearnedStrategy.load(tmp_path / "junk.msgpack")
+
+
+def test_ensemble_averages_standardised_member_scores_and_survives_a_file(tmp_path):
+    config = {"scorer": "metaal.strategies.learned:linear_scorer"}
+    a = LearnedStrategy(linear_scorer({}), linear_params({"margin": -1.0}), config)
+    # b scores by density at 10x the scale: standardising keeps it from drowning a
+    b = LearnedStrategy(linear_scorer({}), linear_params({"density": 10.0}), config)
+    both = LearnedStrategy.ensemble([a, b])
+    obs = features.Observation(
+        state=jnp.zeros(3),
+        candidates=jax.random.normal(jax.random.key(1), (6, features.N_CANDIDATE_FEATURES)),
+        action_mask=jnp.asarray([True, True, True, True, True, False]),
+    )
+
+    def z(s):
+        s = np.asarray(s)[:5]
+        return (s - s.mean()) / (s.std() + 1e-6)
+
+    expect = (z(a.apply(a.params, obs)) + z(b.apply(b.params, obs))) / 2
+    scores = np.asarray(both.apply(both.params, obs))
+    np.testing.assert_allclose(scores[:5], expect, rtol=1e-5, atol=1e-5)
+    assert scores[5] <= -1e8  # masked stays masked
+    back = LearnedStrategy.load(both.save(tmp_path / "ens.msgpack"))
+    np.testing.assert_allclose(np.asarray(back.apply(back.params, obs)), scores, rtol=1e-6)
+    assert [m["scorer"] for m in back.config["members"]] == [config["scorer"]] * 2
+    net = {"scorer": "metaal.policy_net:candidate_scorer", "network": {"hidden": [4]}}
+    with pytest.raises(ValueError, match="must share scorer"):
+        LearnedStrategy.ensemble([a, LearnedStrategy(linear_scorer({}), a.params, net)])

@@ -66,7 +66,8 @@ def linear_params(weights: dict[str, float]) -> Params:
     return {"w": w, "b": jnp.float32(0.0)}
 
 
-def _resolve_scorer(spec: str) -> Callable[[dict], Apply]:
+def resolve_scorer(spec: str) -> Callable[[dict], Apply]:
+    """The scorer factory named `spec` (`package.module:function` inside `TRUSTED_PACKAGES`)."""
     module, _, function = spec.partition(":")
     if not function or module.split(".")[0] not in TRUSTED_PACKAGES:
         raise ValueError(
@@ -113,7 +114,7 @@ class LearnedStrategy:
                 'config["scorer"] must name the factory of apply, e.g. '
                 '"metaal.strategies.learned:linear_scorer", so that load can rebuild it'
             )
-        _resolve_scorer(self.config["scorer"])
+        resolve_scorer(self.config["scorer"])
         document = {
             "format_version": FORMAT_VERSION,
             "config": json.dumps(self.config),
@@ -146,7 +147,41 @@ class LearnedStrategy:
                 "re-save the policy with this version"
             )
         params = jax.tree.map(jnp.asarray, params)
-        return cls(_resolve_scorer(config["scorer"])(config), params, config)
+        return cls(resolve_scorer(config["scorer"])(config), params, config)
+
+    @classmethod
+    def ensemble(cls, members: list[LearnedStrategy]) -> LearnedStrategy:
+        """One policy scoring by the mean of `members`' standardised scores.
+
+        See `metaal.policy_net.ensemble_scorer`. The members differ only in their
+        params (e.g. training seeds). Its config is the first member's, with
+        every member's config kept under `"members"`.
+        """
+        if not members:
+            raise ValueError("an ensemble needs at least one member policy")
+        first = members[0].config
+
+        def architecture(config: dict) -> tuple:
+            return (
+                config["scorer"],
+                config.get("network"),
+                config.get("imitation", {}).get("shortlist"),
+            )
+
+        for member in members[1:]:
+            if architecture(member.config) != architecture(first):
+                raise ValueError(
+                    "ensemble members must share scorer, network and shortlist; got "
+                    f"{architecture(first)} and {architecture(member.config)}"
+                )
+        config = {
+            **first,
+            "scorer": "metaal.policy_net:ensemble_scorer",
+            "member_scorer": first["scorer"],
+            "members": [m.config for m in members],
+        }
+        params = {"members": jax.tree.map(lambda *p: jnp.stack(p), *(m.params for m in members))}
+        return cls(resolve_scorer(config["scorer"])(config), params, config)
 
     def query(self, X, y, clf=None, candidates=None, batch_size=1, return_utilities=False):
         """scikit-activeml's `query` (see `metaal.strategies.adapter.QueryStrategy`).
