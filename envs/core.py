@@ -109,17 +109,11 @@ class EnvState:
     learner: Any
     val_score: jnp.ndarray
     initial_val_score: jnp.ndarray
-    near_dist: jnp.ndarray  # (KNN, N) distances of every pool row to its nearest labelled rows
-    near_slot: jnp.ndarray  # (KNN, N) their slots in `labeled_idx`
+    dist_labeled: jnp.ndarray  # (N,) distance of every pool row to the labelled set
     class_counts: jnp.ndarray  # (K,) labels revealed per class
     probe: jnp.ndarray  # (probe_size,) pool indices
     candidates: jnp.ndarray  # (C,) pool indices
     candidate_mask: jnp.ndarray  # (C,) bool
-
-    @property
-    def dist_labeled(self) -> jnp.ndarray:
-        """(N,) distance of every pool row to the labelled set (inf before any label)."""
-        return self.near_dist[0]
 
 
 def _mix32(h: jnp.ndarray) -> jnp.ndarray:
@@ -242,20 +236,6 @@ class ActiveLearningEnv:
             state.n_labeled / n_pool,
             state.val_score,
             state.val_score - state.initial_val_score,
-            self.neighbours(state, params),
-        )
-
-    def neighbours(self, state: EnvState, params: EnvParams) -> features.Neighbours:
-        """The candidates' nearest labelled rows: their labels and whether the learner errs."""
-        task = params.task
-        rows = state.labeled_idx[state.near_slot[:, state.candidates].T]  # (C, KNN) pool indices
-        X = task.pool_X[rows.reshape(-1)]
-        predicted = self.learner_step.predict(state.learner, X, task.class_mask)
-        y = task.pool_y[rows]
-        return features.Neighbours(
-            y=y,
-            wrong=predicted.reshape(rows.shape) != y,
-            valid=jnp.isfinite(state.near_dist[:, state.candidates].T),
         )
 
     def context(self, state: EnvState, params: EnvParams) -> Context:
@@ -319,12 +299,7 @@ class ActiveLearningEnv:
         learner = self.learner_init.init(k_learner, task.pool_X.shape[1], k)
         learner = self._fit(self.learner_init, learner, task, labeled_idx, n_labeled)
         val = self.accuracy(learner, task.val_X, task.val_y, task.val_mask, task.class_mask)
-        near_dist = jnp.full((features.KNN, n), jnp.inf)
-        near_slot = jnp.zeros((features.KNN, n), jnp.int32)
-        for slot in range(cfg.n_initial):
-            near_dist, near_slot = features.insert_neighbour(
-                near_dist, near_slot, self._distance_to(params, init_idx[slot]), slot
-            )
+        dist = jax.vmap(lambda i: self._distance_to(params, i))(init_idx)
         _, probe = jax.lax.top_k(
             jnp.where(task.pool_mask, jax.random.uniform(k_probe, (n,)), -1.0),
             min(cfg.probe_size, n),
@@ -339,8 +314,7 @@ class ActiveLearningEnv:
             learner=learner,
             val_score=val,
             initial_val_score=val,
-            near_dist=near_dist,
-            near_slot=near_slot,
+            dist_labeled=jnp.min(dist, axis=0),
             class_counts=jnp.zeros(k, jnp.float32).at[task.pool_y[init_idx]].add(1.0),
             probe=probe,
             candidates=candidates,
@@ -367,9 +341,7 @@ class ActiveLearningEnv:
         learner = jax.tree.map(lambda new, old: jnp.where(valid, new, old), learner, state.learner)
         val = self.accuracy(learner, task.val_X, task.val_y, task.val_mask, task.class_mask)
         test = self.test_accuracy(learner, task)
-        near_dist, near_slot = features.insert_neighbour(
-            state.near_dist, state.near_slot, self._distance_to(params, idx), state.n_labeled
-        )
+        new_dist = jnp.minimum(state.dist_labeled, self._distance_to(params, idx))
         if cfg.reward == "gain":
             reward = val - state.val_score
         else:
@@ -385,8 +357,7 @@ class ActiveLearningEnv:
             learner=learner,
             val_score=val,
             initial_val_score=state.initial_val_score,
-            near_dist=jnp.where(valid, near_dist, state.near_dist),
-            near_slot=jnp.where(valid, near_slot, state.near_slot),
+            dist_labeled=jnp.where(valid, new_dist, state.dist_labeled),
             class_counts=state.class_counts.at[task.pool_y[idx]].add(valid.astype(jnp.float32)),
             probe=state.probe,
             candidates=candidates,

@@ -1,6 +1,6 @@
 """Train the imitation (DAgger) query policy by recipe name and export it as a policy file.
 
-    metaal train --agent imitation --variant sl16_knn --members 3 --seed 0 --out runs/imitation
+    metaal train --agent imitation --variant sl16_big --members 3 --seed 0 --out runs/imitation
 
 The recipes (`VARIANTS`) live in `experiments.research_imitation`, where
 each one's held-out ablation is measured; the default policy shipped in
@@ -20,7 +20,7 @@ from experiments.research_imitation import VARIANTS, policy_of, train_variant
 from metaal.strategies.learned import LearnedStrategy
 
 #: The recipe of the shipped default policy.
-DEFAULT_VARIANT = "sl16_knn"
+DEFAULT_VARIANT = "sl16_big"
 #: Members (training seeds) of the shipped default policy's ensemble.
 DEFAULT_MEMBERS = 3
 POLICY_FILE = "policy.msgpack"

@@ -2,7 +2,7 @@
 
     python experiments/research_imitation.py heuristics          # cache the baselines' runs once
     python experiments/research_imitation.py run sl16_big --seed 0    # train + evaluate variants
-    python experiments/research_imitation.py ensemble sl16_knn --seeds 0 1 2  # seeds' ensemble
+    python experiments/research_imitation.py ensemble sl16_big --seeds 0 1 2  # seeds' ensemble
     python experiments/research_imitation.py table               # ablation table of every run
     python experiments/research_imitation.py save sl16_big       # make a run the default policy
 
@@ -177,10 +177,6 @@ VARIANTS: dict[str, Variant] = {
     ),
     "sl16_big": Variant(
         "sl16 with 3x the data: 6 rounds x 32 envs, 600 updates per round",
-        dataclasses.replace(SL16, n_rounds=6, n_envs=32, updates_per_round=600),
-    ),
-    "sl16_knn": Variant(
-        "sl16_big reading two more features: knn_disagreement and knn_error",
         dataclasses.replace(SL16, n_rounds=6, n_envs=32, updates_per_round=600),
     ),
     "sl16_huge": Variant(

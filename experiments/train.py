@@ -439,7 +439,7 @@ def main(args: argparse.Namespace) -> int:
     argv = sys.argv[1:]
     command = "metaal " + shlex.join(argv[argv.index("train") :]) if "train" in argv else ""
     try:
-        if args.agent != "imitation" and (args.variant or args.members):
+        if args.agent != "imitation" and (args.variant or args.members is not None):
             raise ValueError("--variant and --members are imitation options; add --agent imitation")
         if args.agent == "imitation":
             from experiments.imitate import DEFAULT_MEMBERS, DEFAULT_VARIANT, train_imitation
@@ -452,7 +452,7 @@ def main(args: argparse.Namespace) -> int:
                 args.variant or DEFAULT_VARIANT,
                 args.seed or 0,
                 command=command,
-                members=args.members or DEFAULT_MEMBERS,
+                members=DEFAULT_MEMBERS if args.members is None else args.members,
             )
         elif args.resume:
             given = [o for o in _CONFIG_OPTIONS if getattr(args, o, None) is not None]

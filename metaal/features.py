@@ -8,10 +8,7 @@ confidence; distances are scaled by the number of real features.
 Candidate features (`CANDIDATE_FEATURES`, one row per candidate) come in
 three groups: absolute values, z-scores within the candidate set, and ranks
 within the candidate set (0 = lowest, 1 = highest), because absolute values
-shift from task to task while relative ones transfer. Besides the learner's
-uncertainty they describe what margin cannot see: the candidate's place in
-the pool (density, distance to the labelled set) and what the labels of its
-nearest labelled neighbours say about the learner there (`neighbourhood`).
+shift from task to task while relative ones transfer.
 """
 
 from __future__ import annotations
@@ -29,8 +26,6 @@ BASE_FEATURES = (
     "egl",  # expected gradient length of the logistic loss / sqrt(D + 1)
     "class_share",  # labelled share of the candidate's predicted class
     "disagreement",  # ensemble mutual information (BALD) / log K; 0 for single models
-    "knn_disagreement",  # share of the KNN nearest labelled samples whose label != prediction
-    "knn_error",  # share of the KNN nearest labelled samples the learner misclassifies
 )
 RANKED = ("entropy", "margin", "dist_labeled", "density", "egl", "disagreement")
 CANDIDATE_FEATURES = (
@@ -51,10 +46,6 @@ STATE_SUMMARY = (
     "label_entropy",
     "inv_classes",
 )
-
-
-#: Labelled neighbours behind the `knn_*` features.
-KNN = 3
 
 
 def n_state_features(probe_size: int) -> int:
@@ -120,57 +111,6 @@ def squared_distances(XT: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
     return sq
 
 
-def insert_neighbour(
-    near_dist: jnp.ndarray, near_slot: jnp.ndarray, dist: jnp.ndarray, slot: jnp.ndarray
-) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Add one labelled sample to every row's sorted list of its k nearest labelled samples.
-
-    `near_dist` (k, N) holds each row's k smallest distances (ascending down
-    the first axis, inf where fewer are labelled) and `near_slot` (k, N) the
-    labelled samples' slots (their labelling order); `dist` (N,) are the
-    rows' distances to the new sample, `slot` its slot. A tie keeps the
-    earlier-labelled sample first. Neighbour-major, so every operation runs
-    along the long pool axis: the env keeps the lists of its whole pool up
-    to date at every step for about the price of one distance update.
-    """
-    k = near_dist.shape[0]
-    pos = jnp.sum(near_dist <= dist, axis=0)  # (N,) where the new sample goes
-    rows_dist, rows_slot = [], []
-    for j in range(k):  # keep what is nearer, put the new one in, push the rest back
-        below_d = near_dist[j - 1] if j else dist
-        below_s = near_slot[j - 1] if j else slot
-        rows_dist.append(jnp.where(j < pos, near_dist[j], jnp.where(j == pos, dist, below_d)))
-        rows_slot.append(jnp.where(j < pos, near_slot[j], jnp.where(j == pos, slot, below_s)))
-    return jnp.stack(rows_dist), jnp.stack(rows_slot).astype(near_slot.dtype)
-
-
-@struct.dataclass
-class Neighbours:
-    """Each candidate's k nearest labelled samples: their labels, and what the learner says."""
-
-    y: jnp.ndarray  # (C, k) labels
-    wrong: jnp.ndarray  # (C, k) bool: the learner misclassifies that labelled sample
-    valid: jnp.ndarray  # (C, k) bool: a labelled sample (False while fewer than k are)
-
-
-def neighbourhood(neighbours: Neighbours, predicted: jnp.ndarray) -> dict[str, jnp.ndarray]:
-    """What the labels near each candidate say: `knn_disagreement` and `knn_error`, (C,) each.
-
-    Over the candidate's `KNN` nearest labelled samples: the share whose label
-    differs from its `predicted` class (the learner is likely wrong here: the
-    look-ahead oracle's gain comes from such labels), and the share the
-    learner itself misclassifies (a region it cannot fit: noise, or a honeypot
-    that soaks up uncertainty-driven queries). Margin sees neither.
-    """
-    n = jnp.maximum(jnp.sum(neighbours.valid, axis=1), 1)
-    disagree = neighbours.valid & (neighbours.y != predicted[:, None])
-    wrong = neighbours.valid & neighbours.wrong
-    return {
-        "knn_disagreement": jnp.sum(disagree, axis=1) / n,
-        "knn_error": jnp.sum(wrong, axis=1) / n,
-    }
-
-
 def _zscore(f: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
     n = jnp.maximum(jnp.sum(mask), 1)
     mean = jnp.sum(jnp.where(mask, f, 0.0)) / n
@@ -219,20 +159,17 @@ def candidate_features(
     class_mask: jnp.ndarray,
     feature_mask: jnp.ndarray,
     mask: jnp.ndarray,
-    neighbours: Neighbours,
 ) -> jnp.ndarray:
     """(C, N_CANDIDATE_FEATURES) features of C candidates; rows where `mask` is False are zero.
 
     `probs` (C, K) and `member_probs` (M, C, K) are the learner's predictions
     on the candidates' features `X` (C, D); `dist_labeled` and `density` are
-    raw per-candidate values; `labeled_class_counts` (K,) counts labels so far;
-    `neighbours` describes each candidate's nearest labelled samples.
+    raw per-candidate values; `labeled_class_counts` (K,) counts labels so far.
     """
     d = jnp.sum(feature_mask).astype(jnp.float32)
     u = uncertainty(probs, class_mask)
     share = labeled_class_counts / jnp.maximum(jnp.sum(labeled_class_counts), 1)
     predicted = jnp.argmax(jnp.where(class_mask, probs, -1.0), axis=-1)
-    near = neighbourhood(neighbours, predicted)
     base = {
         "entropy": u["entropy"],
         "margin": u["margin"],
@@ -242,8 +179,6 @@ def candidate_features(
         "egl": expected_gradient_length(probs, X, d),
         "class_share": share[predicted],
         "disagreement": mutual_information(member_probs, class_mask),
-        "knn_disagreement": near["knn_disagreement"],
-        "knn_error": near["knn_error"],
     }
     cols = [base[f] for f in BASE_FEATURES]
     cols += [_zscore(base[f], mask) for f in BASE_FEATURES]
@@ -332,7 +267,6 @@ def observation(
     labeled_fraction: jnp.ndarray,
     val_score: jnp.ndarray,
     val_gain_so_far: jnp.ndarray,
-    neighbours: Neighbours,
 ) -> Observation:
     """The `Observation` of one AL step, shared by the env and the query adapter.
 
@@ -349,7 +283,6 @@ def observation(
         class_mask,
         feature_mask,
         cand_mask,
-        neighbours,
     )
     state = state_features(
         probe_probs,

@@ -127,6 +127,15 @@ def test_unknown_suite_lists_the_known_ones(tmp_path, capsys):
     assert "unknown suite 'nope'" in err and "train, heldout, synthetic" in err
 
 
+def test_imitation_options_need_the_imitation_agent(tmp_path, capsys):
+    args = parse("--agent", "ppo", "--members", "3", "--out", str(tmp_path), "--quiet")
+    assert train_mod.main(args) == 2
+    assert "add --agent imitation" in capsys.readouterr().err
+    args = parse("--agent", "imitation", "--members", "0", "--out", str(tmp_path), "--quiet")
+    assert train_mod.main(args) == 2
+    assert "--members must be at least 1" in capsys.readouterr().err
+
+
 def test_heldout_data_is_refused_for_training():
     with pytest.raises(DataError, match="held-out"):
         train_mod.training_names("train+sklearn/iris")

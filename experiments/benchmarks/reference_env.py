@@ -5,9 +5,8 @@ shape): one episode at a time, a scikit-learn `LogisticRegression` refitted
 (warm start) after every label, validation and test accuracy recomputed, and
 the same candidate and state features as `metaal.features` computed in numpy
 (entropy, margin, least confidence, distance to the labelled set, pool
-density, expected gradient length, class share, labelled-neighbour
-disagreement and error, z-scores and ranks; sorted probe confidences and
-summary statistics for the state).
+density, expected gradient length, class share, z-scores and ranks; sorted
+probe confidences and summary statistics for the state).
 """
 
 from __future__ import annotations
@@ -30,10 +29,7 @@ BASE = (
     "egl",
     "class_share",
     "disagreement",
-    "knn_disagreement",
-    "knn_error",
 )
-KNN = 3
 
 
 def pool_density(X: np.ndarray, n_reference: int = 512) -> np.ndarray:
@@ -123,7 +119,7 @@ class ReferenceEnv:
         return self.observe()
 
     def observe(self) -> dict[str, np.ndarray]:
-        """Candidate features (C, 26) and the state vector, as in `metaal.features`."""
+        """Candidate features (C, 22) and the state vector, as in `metaal.features`."""
         s = self.split
         X = s.pool_X[self.candidates]
         probs = self._proba(X)
@@ -133,11 +129,6 @@ class ReferenceEnv:
         share = counts / max(counts.sum(), 1)
         norm_pk = np.sqrt(np.maximum((probs**2).sum(1, keepdims=True) - 2 * probs + 1, 0))
         egl = (probs * norm_pk).sum(1) * np.sqrt((X**2).sum(1) + 1) / np.sqrt(d + 1)
-        lab = np.array(self.labeled_idx)
-        lab_X, lab_y = s.pool_X[lab], s.pool_y[lab]
-        sq = ((X[:, None, :] - lab_X[None]) ** 2).sum(-1)
-        near = np.argsort(sq, axis=1, kind="stable")[:, :KNN]  # ties: earlier labelled first
-        lab_wrong = self.clf.predict(lab_X) != lab_y
         base = {
             "entropy": u["entropy"],
             "margin": u["margin"],
@@ -147,8 +138,6 @@ class ReferenceEnv:
             "egl": egl,
             "class_share": share[probs.argmax(1)],
             "disagreement": np.zeros(len(X)),
-            "knn_disagreement": (lab_y[near] != probs.argmax(1)[:, None]).mean(1),
-            "knn_error": lab_wrong[near].mean(1),
         }
         cols = [base[f] for f in BASE] + [_zscore(base[f]) for f in BASE]
         cols += [_rank(base[f]) for f in RANKED]

@@ -102,26 +102,6 @@ def _compiled_score(strategy: Strategy) -> Callable:
 _observation = jax.jit(features.observation)
 
 
-def _neighbours(
-    Xs: jnp.ndarray, labels: np.ndarray, probs: jnp.ndarray, class_mask: jnp.ndarray
-) -> features.Neighbours:
-    """Every row's `features.KNN` nearest labelled rows (a tie keeps the lower row first)."""
-    lab_rows = np.flatnonzero(labels >= 0)
-    n, k = Xs.shape[0], features.KNN
-    rows = np.zeros((n, k), np.int64)
-    valid = np.zeros((n, k), bool)
-    if lab_rows.size:
-        dist = np.asarray(_distances(Xs, jnp.asarray(lab_rows)))
-        nearest = np.argsort(dist, axis=1, kind="stable")[:, :k]
-        rows[:, : nearest.shape[1]] = lab_rows[nearest]
-        valid[:, : nearest.shape[1]] = True
-    predicted = np.asarray(jnp.argmax(jnp.where(class_mask, probs, -1.0), axis=-1))
-    y = np.maximum(labels, 0)[rows]
-    return features.Neighbours(
-        y=jnp.asarray(y), wrong=jnp.asarray(predicted[rows] != y), valid=jnp.asarray(valid)
-    )
-
-
 class QueryStrategy:
     """scikit-activeml's `query` for a metaal `Strategy` (see the module docstring).
 
@@ -280,7 +260,6 @@ class QueryStrategy:
         counts = jnp.asarray(np.bincount(labels[labels >= 0], minlength=k), jnp.float32)
         picks = np.zeros(batch_size, int)
         utilities = np.full((batch_size, n), np.nan)
-        neighbours = _neighbours(Xs, labels, probs, class_mask)
         for b in range(batch_size):
             mask = jnp.asarray(selectable)
             finite_dist = jnp.where(jnp.isfinite(dist), dist, 0.0)
@@ -300,7 +279,6 @@ class QueryStrategy:
                     jnp.float32(n_labelled / n),
                     jnp.float32(val),
                     jnp.float32(val - episode["initial_val"]),
-                    neighbours,
                 )
             else:  # heuristics read only the action mask of the observation
                 obs = features.Observation(
