@@ -167,6 +167,28 @@ def preset(name: str = "demo", agent: str = "ppo") -> TrainSettings:
     return TrainSettings(agent=agent, config=config, data=_DATA[name], run=_RUNS[name])
 
 
+#: Seeds voting in the shipped default policy (`metaal train --members`).
+DEFAULT_POLICY_MEMBERS = 3
+#: The command that makes the shipped default policy (metaal/policies/default).
+DEFAULT_POLICY_COMMAND = (
+    "metaal train --agent ppo --preset demo --suite train --total-steps 2000000 "
+    "--reward-norm task --members 3 --seed 0 --out runs/default"
+)
+
+
+def default_policy_settings(seed: int = 0) -> TrainSettings:
+    """One member of the shipped default policy's recipe (its seed-`seed` run).
+
+    PPO on `train`, 2M env steps, rewards normalised per task;
+    `DEFAULT_POLICY_COMMAND` trains seeds 0, 1 and 2 and exports their vote.
+    """
+    settings = preset("demo", "ppo")
+    config = settings.config.replace(total_steps=2_000_000, reward_norm="task")
+    run = dataclasses.replace(settings.run, seed=seed)
+    data = dataclasses.replace(settings.data, suite="train")
+    return dataclasses.replace(settings, config=config, data=data, run=run)
+
+
 def _check_preset(name: str) -> None:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
@@ -177,9 +199,12 @@ __all__ = [
     "PRESETS",
     "DataConfig",
     "DQNConfig",
+    "DEFAULT_POLICY_COMMAND",
+    "DEFAULT_POLICY_MEMBERS",
     "PPOConfig",
     "RunConfig",
     "TrainSettings",
+    "default_policy_settings",
     "env_config",
     "preset",
 ]

@@ -2,6 +2,7 @@
 
     metaal train --agent ppo --preset demo --out runs/ppo
     metaal train --resume runs/ppo               # continue a stopped or killed run
+    metaal train --agent ppo --members 3 --out runs/vote   # 3 seeds, exported as one vote
     metaal evaluate --suite heldout --policy runs/ppo/policy
 
 The run resolves the suite (refusing held-out data), precomputes
@@ -355,11 +356,77 @@ def train(
     return policy
 
 
+MEMBERS_FILE = "members.json"
+
+
+def member_dir(out: str | Path, seed: int) -> Path:
+    """Run folder of the member trained with `seed` inside a vote's folder `out`."""
+    return Path(out) / f"seed{seed}"
+
+
+def train_members(
+    settings: TrainSettings | None,
+    out: str | Path,
+    members: int = 1,
+    resume: bool = False,
+    wandb_mode: str = "offline",
+    progress: bool = True,
+    command: str = "",
+) -> Path:
+    """Train `members` runs (seeds seed, seed + 1, ...) and export their vote as OUT/policy.
+
+    Each member is an ordinary run in OUT/seed<k> (checkpoints, resume, W&B);
+    the vote (`LearnedStrategy.ensemble`) scores by the mean of the members'
+    standardised scores. With `resume`, finished members are kept, killed
+    ones continue from their last checkpoint and missing ones start, all from
+    the settings saved in OUT/members.json.
+    """
+    from metaal.strategies.learned import LearnedStrategy
+
+    out = Path(out)
+    record = out / MEMBERS_FILE
+    if resume:
+        if not record.is_file():
+            raise checkpoint.CheckpointError(
+                f"{out}: no {MEMBERS_FILE}, so not a vote's folder; a single run resumes with "
+                "--resume on its own folder"
+            )
+        saved = json.loads(record.read_text())
+        settings, seeds = TrainSettings.from_dict(saved["settings"]), saved["seeds"]
+        command = saved.get("command", command)
+    else:
+        if members < 1:
+            raise ValueError(f"--members must be at least 1, got {members}")
+        if record.exists() or checkpoint.list_checkpoints(out):
+            raise checkpoint.CheckpointError(
+                f"{out}: already holds a training run; continue it with --resume {out} or "
+                "choose another --out"
+            )
+        seeds = [settings.run.seed + i for i in range(members)]
+        out.mkdir(parents=True, exist_ok=True)
+        record.write_text(
+            json.dumps({"settings": settings.to_dict(), "seeds": seeds, "command": command})
+        )
+    policies = []
+    for seed in seeds:
+        folder = member_dir(out, seed)
+        done = folder / checkpoint.POLICY_FILE
+        if not done.is_file():
+            started = bool(checkpoint.list_checkpoints(folder))
+            member = dataclasses.replace(settings, run=dataclasses.replace(settings.run, seed=seed))
+            print(f"member seed {seed} ({len(policies) + 1}/{len(seeds)}): {folder}", flush=True)
+            train(member, folder, started, wandb_mode, progress, command)
+        policies.append(LearnedStrategy.load(done))
+    vote = LearnedStrategy.ensemble(policies)
+    vote.config["command"] = command
+    return vote.save(out / checkpoint.POLICY_FILE)
+
+
 # --- command line ---------------------------------------------------------------------
 
 #: Options that change the config: not allowed with --resume (the run keeps its own).
 _CONFIG_OPTIONS = ("agent", "preset", "suite", "total_steps", "num_envs", "seed", "reward_norm",
-                   "chunk_updates")  # fmt: skip
+                   "chunk_updates", "members")  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -377,8 +444,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--members",
         type=int,
-        help="imitation: train this many seeds (--seed, --seed + 1, ...) and export their "
-        "ensemble (default: as the shipped default policy)",
+        help="train this many runs (seeds --seed, --seed + 1, ...) and export their vote "
+        "(the mean of their standardised scores); default 1, imitation: as the shipped policy",
     )
     parser.add_argument(
         "--preset", choices=configs.PRESETS, help="settings to start from (default: demo)"
@@ -439,8 +506,8 @@ def main(args: argparse.Namespace) -> int:
     argv = sys.argv[1:]
     command = "metaal " + shlex.join(argv[argv.index("train") :]) if "train" in argv else ""
     try:
-        if args.agent != "imitation" and (args.variant or args.members is not None):
-            raise ValueError("--variant and --members are imitation options; add --agent imitation")
+        if args.agent != "imitation" and args.variant:
+            raise ValueError("--variant is an imitation option; add --agent imitation")
         if args.agent == "imitation":
             from experiments.imitate import DEFAULT_MEMBERS, DEFAULT_VARIANT, train_imitation
 
@@ -464,7 +531,8 @@ def main(args: argparse.Namespace) -> int:
                 )
             if args.out and Path(args.out) != Path(args.resume):
                 raise ValueError("--resume DIR continues in DIR; drop --out")
-            policy = train(
+            resume = train_members if (Path(args.resume) / MEMBERS_FILE).is_file() else train
+            policy = resume(
                 None,
                 args.resume,
                 resume=True,
@@ -478,13 +546,11 @@ def main(args: argparse.Namespace) -> int:
                 Path(DEFAULT_OUT)
                 / tracking.run_name(settings.data.suite, settings.agent, settings.run.seed)
             )
-            policy = train(
-                settings,
-                out,
-                wandb_mode=args.wandb_mode,
-                progress=not args.quiet,
-                command=command,
-            )
+            run_kwargs = {"wandb_mode": args.wandb_mode, "progress": not args.quiet}
+            if args.members is None:
+                policy = train(settings, out, command=command, **run_kwargs)
+            else:
+                policy = train_members(settings, out, args.members, command=command, **run_kwargs)
     except ValueError as err:  # DataError and CheckpointError are ValueErrors: bad input
         print(f"metaal train: error: {err}", file=sys.stderr)
         return 2

@@ -66,6 +66,32 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit(tmp_pat
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def test_a_vote_of_seeds_resumes_a_killed_member_and_matches_an_uninterrupted_vote(tmp_path):
+    settings = tiny("ppo", eval_tasks=0)
+    quiet = {"wandb_mode": "disabled", "progress": False}
+    full = train_mod.train_members(settings, tmp_path / "full", members=2, **quiet)
+    # the same vote, killed during its second member, then resumed
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / train_mod.MEMBERS_FILE).write_text(
+        (tmp_path / "full" / train_mod.MEMBERS_FILE).read_text()
+    )
+    seed1 = dataclasses.replace(settings, run=dataclasses.replace(settings.run, seed=1))
+    train_mod.train(settings, train_mod.member_dir(killed, 0), **quiet)
+    train_mod.train(seed1, train_mod.member_dir(killed, 1), stop_after_chunks=1, **quiet)
+    resumed = train_mod.train_members(None, killed, resume=True, **quiet)
+    a, b = LearnedStrategy.load(full), LearnedStrategy.load(resumed)
+    assert a.config["scorer"] == "metaal.policy_net:ensemble_scorer"
+    assert [m["seed"] for m in a.config["members"]] == [0, 1]
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    single = LearnedStrategy.load(train_mod.member_dir(tmp_path / "full", 0) / "policy")
+    for x, y in zip(jax.tree.leaves(single.params), jax.tree.leaves(a.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y)[0])  # member 0 = seed 0
+    with pytest.raises(ValueError, match="already holds a training run"):
+        train_mod.train_members(settings, tmp_path / "full", members=2, **quiet)
+
+
 def run_cli(*args, check=True):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
     proc = subprocess.run(
@@ -128,12 +154,13 @@ def test_unknown_suite_lists_the_known_ones(tmp_path, capsys):
 
 
 def test_imitation_options_need_the_imitation_agent(tmp_path, capsys):
-    args = parse("--agent", "ppo", "--members", "3", "--out", str(tmp_path), "--quiet")
+    args = parse("--agent", "ppo", "--variant", "sl16", "--out", str(tmp_path), "--quiet")
     assert train_mod.main(args) == 2
     assert "add --agent imitation" in capsys.readouterr().err
-    args = parse("--agent", "imitation", "--members", "0", "--out", str(tmp_path), "--quiet")
-    assert train_mod.main(args) == 2
-    assert "--members must be at least 1" in capsys.readouterr().err
+    for agent in ("ppo", "imitation"):
+        args = parse("--agent", agent, "--members", "0", "--out", str(tmp_path), "--quiet")
+        assert train_mod.main(args) == 2
+        assert "--members must be at least 1" in capsys.readouterr().err
 
 
 def test_heldout_data_is_refused_for_training():
@@ -183,3 +210,16 @@ def test_settings_round_to_whole_chunks_and_survive_json():
     assert settings.config.total_steps >= configs.preset("tiny", "ppo").config.total_steps
     again = configs.TrainSettings.from_dict(json.loads(json.dumps(settings.to_dict())))
     assert again == settings
+
+
+def test_the_recorded_default_command_is_the_demos_recipe():
+    argv = configs.DEFAULT_POLICY_COMMAND.split()[2:]  # drop "metaal train"
+    args = parse(*argv)
+    assert args.members == configs.DEFAULT_POLICY_MEMBERS
+    for seed in range(configs.DEFAULT_POLICY_MEMBERS):
+        args.seed = seed
+        assert train_mod.settings_from_args(args) == configs.default_policy_settings(seed)
+    shipped = LearnedStrategy.load("default").config
+    assert shipped["command"] == configs.DEFAULT_POLICY_COMMAND
+    assert [m["seed"] for m in shipped["members"]] == [0, 1, 2]
+    assert {m["env_steps"] for m in shipped["members"]} == {2_007_040}
