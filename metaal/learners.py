@@ -50,6 +50,20 @@ def _masked_argmax(logits: jnp.ndarray, class_mask: jnp.ndarray) -> jnp.ndarray:
     return jnp.argmax(jnp.where(class_mask, logits, NEG_INF), axis=-1)
 
 
+def _single_model(name: str, init: Callable, fit: Callable, logits: Callable) -> Learner:
+    """A `Learner` of one model whose predictions all come from `logits(params, X)`."""
+
+    def predict_proba(params, X, class_mask):
+        return _masked_softmax(logits(params, X), class_mask)
+
+    def predict(params, X, class_mask):
+        return _masked_argmax(logits(params, X), class_mask)
+
+    return Learner(
+        name, init, fit, predict_proba, lambda p, X, m: predict_proba(p, X, m)[None], predict
+    )
+
+
 def _cross_entropy(logits, y, weights, class_mask):
     logp = jax.nn.log_softmax(jnp.where(class_mask, logits, NEG_INF), axis=-1)
     nll = -jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
@@ -124,17 +138,7 @@ def make_logreg(C: float = 1.0, steps: int = 10, power_iters: int = 2) -> Learne
         (Wt, b, _, _), _ = jax.lax.scan(step, (Wt, b, Wt, b), jnp.arange(steps, dtype=jnp.float32))
         return {"W": Wt.T, "b": b, "v": v}
 
-    def predict_proba(params, X, class_mask):
-        return _masked_softmax(_logreg_logits(params, X), class_mask)
-
-    return Learner(
-        "logreg",
-        _logreg_init,
-        fit,
-        predict_proba,
-        lambda p, X, m: predict_proba(p, X, m)[None],
-        lambda p, X, m: _masked_argmax(_logreg_logits(p, X), m),
-    )
+    return _single_model("logreg", _logreg_init, fit, _logreg_logits)
 
 
 # --- small MLP ------------------------------------------------------------------------
@@ -184,17 +188,7 @@ def make_mlp(
         (params, _), _ = jax.lax.scan(step, (params, zeros), None, length=steps)
         return params
 
-    def predict_proba(params, X, class_mask):
-        return _masked_softmax(logits(params, X), class_mask)
-
-    return Learner(
-        "mlp",
-        init,
-        fit,
-        predict_proba,
-        lambda p, X, m: predict_proba(p, X, m)[None],
-        lambda p, X, m: _masked_argmax(logits(p, X), m),
-    )
+    return _single_model("mlp", init, fit, logits)
 
 
 # --- deep ensemble --------------------------------------------------------------------
