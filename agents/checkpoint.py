@@ -32,8 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from metaal.policy_net import candidate_scorer
-from metaal.strategies.learned import LearnedStrategy
+from metaal.strategies.learned import LearnedStrategy, resolve_scorer
 
 FORMAT_VERSION = 1
 #: Checkpoints kept per run (the newest).
@@ -186,4 +185,4 @@ def export_policy(path: str | Path, params: Any, config: dict[str, Any]) -> Path
     `metaal evaluate --policy path` read it.
     """
     params = jax.device_get(params)
-    return LearnedStrategy(candidate_scorer(config), params, config).save(path)
+    return LearnedStrategy(resolve_scorer(config["scorer"])(config), params, config).save(path)

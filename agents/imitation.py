@@ -54,9 +54,14 @@ from agents.networks import NEG_INF, CandidateScorer
 from envs.core import ActiveLearningEnv, EnvConfig, EnvParams
 from metaal import features
 from metaal.features import Observation
-from metaal.policy_net import margin_shortlist, policy_config, shortlisted_scorer
+from metaal.policy_net import (
+    SHORTLISTED_SCORER,
+    margin_shortlist,
+    policy_config,
+    shortlisted_scorer,
+)
 from metaal.strategies.base import select
-from metaal.strategies.learned import LearnedStrategy
+from metaal.strategies.learned import LINEAR_SCORER, LearnedStrategy
 
 FIRST_POLICIES = ("oracle", "margin")
 EXPERT_SETS = ("val", "pool+val")
@@ -217,13 +222,13 @@ def as_policy(config: ImitationConfig, params: Any, **provenance: Any) -> Learne
         policy = policy_config(config.hidden, config.state_hidden, config.env.probe_size, **extra)
     else:
         policy = {
-            "scorer": "metaal.strategies.learned:linear_scorer",
+            "scorer": LINEAR_SCORER,
             "probe_size": config.env.probe_size,
             "features": list(features.CANDIDATE_FEATURES),
             **extra,
         }
     if config.shortlist:
-        policy = {**policy, "scorer": "metaal.policy_net:shortlisted_scorer"}
+        policy = {**policy, "scorer": SHORTLISTED_SCORER, "shortlist": config.shortlist}
     return LearnedStrategy(shortlisted_scorer(policy), params, policy)
 
 

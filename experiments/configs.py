@@ -67,6 +67,9 @@ class TrainSettings:
     config: Any
     data: DataConfig = DataConfig()
     run: RunConfig = RunConfig()
+    shortlist: int = 0
+    """Deployment only: the exported policy re-ranks margin's `shortlist` most uncertain
+    candidates (`metaal.policy_net.shortlisted_scorer`; 0: all). Training is unchanged."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (what checkpoints and W&B record)."""
@@ -75,6 +78,7 @@ class TrainSettings:
             "config": dataclasses.asdict(self.config),
             "data": dataclasses.asdict(self.data),
             "run": dataclasses.asdict(self.run),
+            "shortlist": self.shortlist,
         }
 
     @classmethod
@@ -86,6 +90,7 @@ class TrainSettings:
             config=_from_dict(agent.config, d["config"]),
             data=_from_dict(DataConfig, d["data"]),
             run=_from_dict(RunConfig, d["run"]),
+            shortlist=int(d.get("shortlist", 0)),  # runs saved before shortlists had none
         )
 
 

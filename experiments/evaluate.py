@@ -306,6 +306,9 @@ def evaluate(
             "n_candidates": n_candidates,
             "env": dataclasses.asdict(entries[0].config),
             "policy": str(policy) if isinstance(policy, str | Path) else None,
+            "policy_shortlist": (
+                policy.config.get("shortlist") if isinstance(policy, LearnedStrategy) else None
+            ),
             "elapsed_seconds": elapsed,
         }
         write_outputs(results, Path(out_dir), config, wandb_mode, wandb_project)
@@ -388,6 +391,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wandb-project", default=WANDB_PROJECT, help="W&B project")
     parser.add_argument("--policy", help="a learned policy file (LearnedStrategy.save)")
     parser.add_argument("--name", default="learned", help="the learned policy's strategy name")
+    parser.add_argument(
+        "--shortlist",
+        type=int,
+        help="the policy re-ranks only margin's K most uncertain candidates (overrides the "
+        "policy's own; 0: all candidates)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -409,6 +418,11 @@ def main(args: argparse.Namespace) -> int:
             strategies = [s.strip() for s in strategies if s.strip()]
         if args.seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+        policy = args.policy
+        if args.shortlist is not None:
+            if policy is None:
+                raise ValueError("--shortlist restricts a learned policy; add --policy")
+            policy = LearnedStrategy.load(policy).with_shortlist(args.shortlist)
         results = evaluate(
             [*args.data, *names],
             strategies=strategies,
@@ -417,7 +431,7 @@ def main(args: argparse.Namespace) -> int:
             n_initial=args.init,
             out_dir=args.out,
             wandb_mode=args.wandb_mode,
-            policy=args.policy,
+            policy=policy,
             policy_name=args.name,
             n_candidates=args.n_candidates,
             targets=targets,

@@ -343,6 +343,7 @@ def train(
             config.hidden,
             config.state_hidden,
             config.env.probe_size,
+            settings.shortlist,
             agent=settings.agent,
             env=dataclasses.asdict(config.env),
             suite=settings.data.suite,
@@ -426,7 +427,7 @@ def train_members(
 
 #: Options that change the config: not allowed with --resume (the run keeps its own).
 _CONFIG_OPTIONS = ("agent", "preset", "suite", "total_steps", "num_envs", "seed", "reward_norm",
-                   "chunk_updates", "members")  # fmt: skip
+                   "budget", "n_candidates", "shortlist", "chunk_updates", "members")  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -456,10 +457,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--total-steps", type=int, help="env steps of the run, all envs together")
     parser.add_argument("--num-envs", type=int, help="envs stepped in parallel")
     parser.add_argument("--seed", type=int, help="root seed (default: 0)")
+    parser.add_argument("--budget", type=int, help="queries per training episode (preset's)")
+    parser.add_argument(
+        "--n-candidates", type=int, help="random unlabelled candidates offered per step (preset's)"
+    )
     parser.add_argument(
         "--reward-norm",
         choices=rollout.REWARD_NORMS,
         help="`task` divides rewards by a per-task scale (full-pool minus initial accuracy)",
+    )
+    parser.add_argument(
+        "--shortlist",
+        type=int,
+        help="the exported policy re-ranks only margin's K most uncertain candidates "
+        "(deployment only; default 0: all candidates)",
     )
     parser.add_argument(
         "--chunk-updates", type=int, help="updates per chunk, i.e. between checkpoints"
@@ -486,6 +497,10 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
             if name in ("total_steps", "num_envs") and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
             config = config.replace(**{name: value})
+    env_overrides = {"budget": args.budget, "n_candidates": args.n_candidates}
+    env_overrides = {k: v for k, v in env_overrides.items() if v is not None}
+    if env_overrides:  # EnvConfig checks them (budget and candidates must be positive)
+        config = config.replace(env=dataclasses.replace(config.env, **env_overrides))
     data = (
         settings.data
         if args.suite is None
@@ -498,7 +513,10 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         if args.chunk_updates < 1:
             raise ValueError(f"--chunk-updates must be positive, got {args.chunk_updates}")
         run = dataclasses.replace(run, chunk_updates=args.chunk_updates)
-    return dataclasses.replace(settings, config=config, data=data, run=run)
+    shortlist = settings.shortlist if args.shortlist is None else args.shortlist
+    if shortlist < 0:
+        raise ValueError(f"--shortlist must be >= 0 (0: no shortlist), got {shortlist}")
+    return dataclasses.replace(settings, config=config, data=data, run=run, shortlist=shortlist)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -509,6 +527,12 @@ def main(args: argparse.Namespace) -> int:
         if args.agent != "imitation" and args.variant:
             raise ValueError("--variant is an imitation option; add --agent imitation")
         if args.agent == "imitation":
+            recipe = [
+                o for o in ("budget", "n_candidates", "shortlist") if getattr(args, o) is not None
+            ]
+            if recipe:
+                flags = ", ".join("--" + o.replace("_", "-") for o in recipe)
+                raise ValueError(f"the imitation --variant sets {flags}; drop them")
             from experiments.imitate import DEFAULT_MEMBERS, DEFAULT_VARIANT, train_imitation
 
             if args.resume:

@@ -29,6 +29,8 @@ from metaal.features import CANDIDATE_FEATURES, Observation
 NEG_INF = -1e9
 #: What `LearnedStrategy.load` imports to rebuild the scoring function.
 SCORER = "metaal.policy_net:candidate_scorer"
+#: The same network (or a linear ranker) restricted to margin's `config["shortlist"]` candidates.
+SHORTLISTED_SCORER = "metaal.policy_net:shortlisted_scorer"
 
 
 class CandidateScorer(nn.Module):
@@ -71,18 +73,20 @@ class CandidateScorer(nn.Module):
 
 
 def policy_config(
-    hidden: Sequence[int], state_hidden: int, probe_size: int, **extra: Any
+    hidden: Sequence[int], state_hidden: int, probe_size: int, shortlist: int = 0, **extra: Any
 ) -> dict[str, Any]:
     """The JSON config of a `CandidateScorer` policy (what `candidate_scorer` reads), plus `extra`.
 
-    `extra` records provenance (agent, env config, command, seed, ...); it
-    must be JSON-serialisable.
+    With `shortlist` > 0 the policy only re-ranks margin's `shortlist` most
+    uncertain candidates (`shortlisted_scorer`). `extra` records provenance
+    (agent, env config, command, seed, ...); it must be JSON-serialisable.
     """
     return {
-        "scorer": SCORER,
+        "scorer": SHORTLISTED_SCORER if shortlist else SCORER,
         "network": {"hidden": [int(h) for h in hidden], "state_hidden": int(state_hidden)},
         "probe_size": int(probe_size),
         "features": list(CANDIDATE_FEATURES),
+        "shortlist": int(shortlist),
         **extra,
     }
 
@@ -114,15 +118,17 @@ def margin_shortlist(obs: Observation, k: int) -> jnp.ndarray:
 
 
 def shortlisted_scorer(config: dict) -> Callable[[Any, Observation], jnp.ndarray]:
-    """Scorer factory of saved imitation policies: the network (or linear ranker) of `config`.
+    """Scorer factory of the network (or linear ranker) of `config` behind margin's shortlist.
 
-    If `config["imitation"]["shortlist"]` is set, only margin's that many most
-    uncertain candidates can score.
+    If `config["shortlist"]` is k > 0, only margin's k most uncertain
+    candidates can score: the policy re-ranks them. That keeps what margin
+    gets right (it never spends a label far from the decision boundary)
+    and leaves the order of the most uncertain candidates to the policy.
     """
     from metaal.strategies.learned import linear_scorer  # learned.py loads policy files
 
     inner = candidate_scorer(config) if "network" in config else linear_scorer(config)
-    k = int(config.get("imitation", {}).get("shortlist", 0))
+    k = int(config.get("shortlist", 0))
     if not k:
         return inner
 

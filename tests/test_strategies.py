@@ -388,3 +388,42 @@ def test_ensemble_averages_standardised_member_scores_and_survives_a_file(tmp_pa
     net = {"scorer": "metaal.policy_net:candidate_scorer", "network": {"hidden": [4]}}
     with pytest.raises(ValueError, match="must share scorer"):
         LearnedStrategy.ensemble([a, LearnedStrategy(linear_scorer({}), a.params, net)])
+
+
+def test_a_shortlist_lets_a_policy_or_vote_rerank_only_margins_most_uncertain(tmp_path):
+    config = {"scorer": "metaal.strategies.learned:linear_scorer"}
+    a = LearnedStrategy(linear_scorer({}), linear_params({"density": 1.0}), config)
+    b = LearnedStrategy(linear_scorer({}), linear_params({"dist_labeled": 1.0}), config)
+    candidates = jax.random.normal(jax.random.key(2), (6, features.N_CANDIDATE_FEATURES))
+    # margin ranks of the 5 valid candidates, as the env writes them: rank / (n_valid - 1)
+    ranks = jnp.asarray([3.0, 0.0, 4.0, 1.0, 2.0, 0.0]) / 4
+    candidates = candidates.at[:, features.CANDIDATE_FEATURES.index("rank_margin")].set(ranks)
+    mask = jnp.asarray([True, True, True, True, True, False])
+    obs = features.Observation(state=jnp.zeros(3), candidates=candidates, action_mask=mask)
+    in_shortlist = np.array([False, True, False, True, False, False])  # margin ranks 0 and 1
+
+    single = a.with_shortlist(2)
+    scores = np.asarray(single.apply(single.params, obs))
+    np.testing.assert_allclose(
+        scores[in_shortlist], np.asarray(a.apply(a.params, obs))[in_shortlist]
+    )
+    assert np.all(scores[~in_shortlist] <= -1e8)
+
+    vote = LearnedStrategy.ensemble([a, b]).with_shortlist(2)
+    back = LearnedStrategy.load(vote.save(tmp_path / "vote.msgpack"))
+    assert back.config["shortlist"] == 2
+    scores = np.asarray(back.apply(back.params, obs))
+    assert np.all(scores[~in_shortlist] <= -1e8) and np.all(scores[in_shortlist] > -1e8)
+
+    def z(policy):  # each member standardised over the shortlisted candidates only
+        s = np.asarray(policy.apply(policy.params, obs))[in_shortlist]
+        return (s - s.mean()) / (s.std() + 1e-6)
+
+    np.testing.assert_allclose(scores[in_shortlist], (z(a) + z(b)) / 2, rtol=1e-5, atol=1e-5)
+    unrestricted = back.with_shortlist(0)
+    expect = LearnedStrategy.ensemble([a, b])
+    np.testing.assert_allclose(
+        unrestricted.apply(unrestricted.params, obs), expect.apply(expect.params, obs), rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="shortlist must be >= 0"):
+        a.with_shortlist(-1)

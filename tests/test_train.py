@@ -67,7 +67,7 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit(tmp_pat
 
 
 def test_a_vote_of_seeds_resumes_a_killed_member_and_matches_an_uninterrupted_vote(tmp_path):
-    settings = tiny("ppo", eval_tasks=0)
+    settings = dataclasses.replace(tiny("ppo", eval_tasks=0), shortlist=3)
     quiet = {"wandb_mode": "disabled", "progress": False}
     full = train_mod.train_members(settings, tmp_path / "full", members=2, **quiet)
     # the same vote, killed during its second member, then resumed
@@ -83,6 +83,8 @@ def test_a_vote_of_seeds_resumes_a_killed_member_and_matches_an_uninterrupted_vo
     a, b = LearnedStrategy.load(full), LearnedStrategy.load(resumed)
     assert a.config["scorer"] == "metaal.policy_net:ensemble_scorer"
     assert [m["seed"] for m in a.config["members"]] == [0, 1]
+    assert a.config["shortlist"] == b.config["shortlist"] == 3  # kept through the resume
+    assert a.config["member_scorer"] == "metaal.policy_net:shortlisted_scorer"
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     single = LearnedStrategy.load(train_mod.member_dir(tmp_path / "full", 0) / "policy")
@@ -223,3 +225,12 @@ def test_the_recorded_default_command_is_the_demos_recipe():
     assert shipped["command"] == configs.DEFAULT_POLICY_COMMAND
     assert [m["seed"] for m in shipped["members"]] == [0, 1, 2]
     assert {m["env_steps"] for m in shipped["members"]} == {2_007_040}
+
+
+def test_budget_and_candidate_options_set_the_training_env():
+    settings = train_mod.settings_from_args(parse("--budget", "7", "--n-candidates", "12"))
+    default = configs.preset("demo", "ppo").config.env
+    assert (settings.config.env.budget, settings.config.env.n_candidates) == (7, 12)
+    assert settings.config.env.fit_steps == default.fit_steps  # the rest is the preset's
+    with pytest.raises(ValueError, match="budget must be a positive"):
+        train_mod.settings_from_args(parse("--budget", "0"))

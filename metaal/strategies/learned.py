@@ -40,6 +40,8 @@ FORMAT_VERSION = 1
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default" / "policy.msgpack"
 #: Packages a policy file's scorer factory may come from.
 TRUSTED_PACKAGES = ("metaal",)
+#: Scorer name of linear policies (`linear_scorer`).
+LINEAR_SCORER = "metaal.strategies.learned:linear_scorer"
 
 Params = Any
 Apply = Callable[[Params, Observation], jnp.ndarray]
@@ -165,7 +167,7 @@ class LearnedStrategy:
             return (
                 config["scorer"],
                 config.get("network"),
-                config.get("imitation", {}).get("shortlist"),
+                config.get("shortlist", 0),
             )
 
         for member in members[1:]:
@@ -182,6 +184,27 @@ class LearnedStrategy:
         }
         params = {"members": jax.tree.map(lambda *p: jnp.stack(p), *(m.params for m in members))}
         return cls(resolve_scorer(config["scorer"])(config), params, config)
+
+    def with_shortlist(self, k: int) -> LearnedStrategy:
+        """The same policy, re-ranking only margin's `k` most uncertain candidates (0: all).
+
+        See `metaal.policy_net.shortlisted_scorer`. Works for network and
+        linear policies and for votes of them; replaces any shortlist the
+        policy had.
+        """
+        from metaal.policy_net import ENSEMBLE_SCORER, SCORER, SHORTLISTED_SCORER
+
+        if k < 0:
+            raise ValueError(f"shortlist must be >= 0 (0: no shortlist), got {k}")
+        key = "member_scorer" if self.config["scorer"] == ENSEMBLE_SCORER else "scorer"
+        restrictable = (SCORER, SHORTLISTED_SCORER, LINEAR_SCORER)
+        if self.config[key] not in restrictable:
+            raise ValueError(
+                f"a shortlist restricts the scorers {restrictable}; this policy's is "
+                f"{self.config[key]!r}"
+            )
+        config = {**self.config, key: SHORTLISTED_SCORER, "shortlist": int(k)}
+        return LearnedStrategy(resolve_scorer(config["scorer"])(config), self.params, config)
 
     def query(self, X, y, clf=None, candidates=None, batch_size=1, return_utilities=False):
         """scikit-activeml's `query` (see `metaal.strategies.adapter.QueryStrategy`).
