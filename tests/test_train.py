@@ -223,7 +223,8 @@ def test_the_recorded_default_command_is_the_demos_recipe():
         assert train_mod.settings_from_args(args) == configs.default_policy_settings(seed)
     shipped = LearnedStrategy.load("default").config
     assert shipped["command"] == configs.DEFAULT_POLICY_COMMAND
-    assert [m["seed"] for m in shipped["members"]] == [0, 1, 2]
+    assert shipped["shortlist"] == configs.DEFAULT_POLICY_SHORTLIST
+    assert [m["seed"] for m in shipped["members"]] == list(range(configs.DEFAULT_POLICY_MEMBERS))
     assert {m["env_steps"] for m in shipped["members"]} == {2_007_040}
 
 
