@@ -233,6 +233,14 @@ def test_unreadable_file_and_missing_target(csv_files, tmp_path, capsys):
     assert code == 2 and "unknown suite" in err
 
 
+def test_a_shortlist_needs_a_policy_and_a_non_negative_size(csv_files, capsys):
+    argv = ["--data", csv_files[0], "--target", "label", "--shortlist", "16"]
+    code, err = run_main(argv, capsys)
+    assert code == 2 and "--shortlist restricts a learned policy; add --policy" in err
+    code, err = run_main([*argv[:-1], "-1", "--policy", "default"], capsys)
+    assert code == 2 and "shortlist must be >= 0" in err
+
+
 # --- tracking: W&B failures never stop an evaluation -------------------------------------
 
 
