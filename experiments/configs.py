@@ -130,6 +130,11 @@ _RUNS = {
     "paper": RunConfig(chunk_updates=50, eval_every=10, eval_seeds=16),
 }
 
+#: A DQN update is one vector step (num_envs env steps), a PPO update num_envs * num_steps: these
+#: chunk sizes give DQN chunks (checkpoints, and evaluations every eval_every chunks) of as many
+#: env steps as PPO's.
+_DQN_CHUNK_UPDATES = {"demo": 20 * 16, "paper": 50 * 32}
+
 _AGENT_CONFIGS = {
     ("tiny", "ppo"): dict(
         num_envs=4,
@@ -169,7 +174,10 @@ def preset(name: str = "demo", agent: str = "ppo") -> TrainSettings:
     _check_preset(name)
     spec = get_agent(agent)
     config = spec.config(env=_ENVS[name], **_AGENT_CONFIGS[name, agent])
-    return TrainSettings(agent=agent, config=config, data=_DATA[name], run=_RUNS[name])
+    run = _RUNS[name]
+    if agent == "dqn" and name in _DQN_CHUNK_UPDATES:
+        run = dataclasses.replace(run, chunk_updates=_DQN_CHUNK_UPDATES[name])
+    return TrainSettings(agent=agent, config=config, data=_DATA[name], run=run)
 
 
 #: Seeds voting in the shipped default policy (`metaal train --members`; 5 rather than 3 by

@@ -235,3 +235,11 @@ def test_budget_and_candidate_options_set_the_training_env():
     assert settings.config.env.fit_steps == default.fit_steps  # the rest is the preset's
     with pytest.raises(ValueError, match="budget must be a positive"):
         train_mod.settings_from_args(parse("--budget", "0"))
+
+
+@pytest.mark.parametrize("name", ["demo", "paper"])
+def test_dqn_and_ppo_chunks_hold_as_many_env_steps(name):
+    ppo, dqn = configs.preset(name, "ppo"), configs.preset(name, "dqn")
+    ppo_chunk = ppo.run.chunk_updates * ppo.config.steps_per_update
+    assert dqn.run.chunk_updates * dqn.config.steps_per_update == ppo_chunk
+    assert dqn.run.eval_every == ppo.run.eval_every  # so both evaluate as often, in env steps
