@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from metaal.strategies.learned import LearnedStrategy, resolve_scorer
+from metaal.policy_net import candidate_scorer
+from metaal.strategies.learned import LearnedStrategy
 
 FORMAT_VERSION = 1
 #: Checkpoints kept per run (the newest).
@@ -178,11 +179,15 @@ def restore(checkpoint: str | Path, template: Any) -> Any:
     return jax.tree.map(convert, template, state)
 
 
-def export_policy(path: str | Path, params: Any, config: dict[str, Any]) -> Path:
+def export_policy(
+    path: str | Path, params: Any, config: dict[str, Any], shortlist: int = 0
+) -> Path:
     """Write the scorer `params` with `config` (see `metaal.policy_net.policy_config`) as a policy.
 
-    The file is a `LearnedStrategy` file: `LearnedStrategy.load(path)` and
-    `metaal evaluate --policy path` read it.
+    With `shortlist` > 0 the policy re-ranks only margin's `shortlist` most
+    uncertain candidates (`LearnedStrategy.with_shortlist`). The file is a
+    `LearnedStrategy` file: `LearnedStrategy.load(path)` and `metaal evaluate
+    --policy path` read it.
     """
-    params = jax.device_get(params)
-    return LearnedStrategy(resolve_scorer(config["scorer"])(config), params, config).save(path)
+    policy = LearnedStrategy(candidate_scorer(config), jax.device_get(params), config)
+    return (policy.with_shortlist(shortlist) if shortlist else policy).save(path)

@@ -54,14 +54,9 @@ from agents.networks import NEG_INF, CandidateScorer
 from envs.core import ActiveLearningEnv, EnvConfig, EnvParams
 from metaal import features
 from metaal.features import Observation
-from metaal.policy_net import (
-    SHORTLISTED_SCORER,
-    margin_shortlist,
-    policy_config,
-    shortlisted_scorer,
-)
+from metaal.policy_net import margin_shortlist, policy_config
 from metaal.strategies.base import select
-from metaal.strategies.learned import LINEAR_SCORER, LearnedStrategy
+from metaal.strategies.learned import LINEAR_SCORER, LearnedStrategy, resolve_scorer
 
 FIRST_POLICIES = ("oracle", "margin")
 EXPERT_SETS = ("val", "pool+val")
@@ -227,9 +222,8 @@ def as_policy(config: ImitationConfig, params: Any, **provenance: Any) -> Learne
             "features": list(features.CANDIDATE_FEATURES),
             **extra,
         }
-    if config.shortlist:
-        policy = {**policy, "scorer": SHORTLISTED_SCORER, "shortlist": config.shortlist}
-    return LearnedStrategy(shortlisted_scorer(policy), params, policy)
+    learned = LearnedStrategy(resolve_scorer(policy["scorer"])(policy), params, policy)
+    return learned.with_shortlist(config.shortlist) if config.shortlist else learned
 
 
 def policy_scores(scorer: Scorer, params: Any, obs: Observation, shortlist: int = 0) -> jnp.ndarray:

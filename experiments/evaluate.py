@@ -253,6 +253,7 @@ def evaluate(
     wandb_mode: str = "offline",
     policy: LearnedStrategy | str | Path | None = None,
     policy_name: str = "learned",
+    shortlist: int | None = None,
     n_candidates: int | None = None,
     targets: Sequence[str | None] = (),
     suite: str = "custom",
@@ -266,13 +267,22 @@ def evaluate(
     `seeds` is a count (seeds 0..n-1) or explicit seed numbers. `out_dir=None`
     writes nothing (and logs nothing to W&B). At most `max_envs` episodes
     (data sets x seeds) run at once. Returns the results frame (columns
-    `metaal.metrics.RESULT_COLUMNS`).
+    `metaal.metrics.RESULT_COLUMNS`). `shortlist` puts the policy behind
+    margin's shortlist of that size (`LearnedStrategy.with_shortlist`; 0 lifts
+    the policy's own).
     """
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds must be a positive count or a non-empty list of seeds")
     if wandb_mode not in tracking.MODES:
         raise ValueError(f"unknown W&B mode {wandb_mode!r}; choose one of {tracking.MODES}")
+    policy_file = str(policy) if isinstance(policy, str | Path) else None
+    if policy_file is not None:
+        policy = LearnedStrategy.load(policy_file)
+    if shortlist is not None:
+        if policy is None:
+            raise ValueError("--shortlist restricts a learned policy; add --policy")
+        policy = policy.with_shortlist(shortlist)
     chosen = resolve_strategies(strategies, policy, policy_name)
     entries = make_entries(chosen, budget, n_initial, n_candidates, learner)
     tasks = load_tasks(tasks_or_names, targets)
@@ -305,10 +315,8 @@ def evaluate(
             "n_initial": n_initial,
             "n_candidates": n_candidates,
             "env": dataclasses.asdict(entries[0].config),
-            "policy": str(policy) if isinstance(policy, str | Path) else None,
-            "policy_shortlist": (
-                policy.config.get("shortlist") if isinstance(policy, LearnedStrategy) else None
-            ),
+            "policy": policy_file,
+            "policy_shortlist": None if policy is None else policy.config.get("shortlist", 0),
             "elapsed_seconds": elapsed,
         }
         write_outputs(results, Path(out_dir), config, wandb_mode, wandb_project)
@@ -418,11 +426,6 @@ def main(args: argparse.Namespace) -> int:
             strategies = [s.strip() for s in strategies if s.strip()]
         if args.seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
-        policy = args.policy
-        if args.shortlist is not None:
-            if policy is None:
-                raise ValueError("--shortlist restricts a learned policy; add --policy")
-            policy = LearnedStrategy.load(policy).with_shortlist(args.shortlist)
         results = evaluate(
             [*args.data, *names],
             strategies=strategies,
@@ -431,8 +434,9 @@ def main(args: argparse.Namespace) -> int:
             n_initial=args.init,
             out_dir=args.out,
             wandb_mode=args.wandb_mode,
-            policy=policy,
+            policy=args.policy,
             policy_name=args.name,
+            shortlist=args.shortlist,
             n_candidates=args.n_candidates,
             targets=targets,
             suite=args.suite or "data",

@@ -343,7 +343,6 @@ def train(
             config.hidden,
             config.state_hidden,
             config.env.probe_size,
-            settings.shortlist,
             agent=settings.agent,
             env=dataclasses.asdict(config.env),
             suite=settings.data.suite,
@@ -351,6 +350,7 @@ def train(
             env_steps=int(runner.update) * config.steps_per_update,
             command=command,
         ),
+        settings.shortlist,
     )
     run.update_summary({"policy": str(policy)})
     run.finish()

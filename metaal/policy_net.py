@@ -73,20 +73,19 @@ class CandidateScorer(nn.Module):
 
 
 def policy_config(
-    hidden: Sequence[int], state_hidden: int, probe_size: int, shortlist: int = 0, **extra: Any
+    hidden: Sequence[int], state_hidden: int, probe_size: int, **extra: Any
 ) -> dict[str, Any]:
     """The JSON config of a `CandidateScorer` policy (what `candidate_scorer` reads), plus `extra`.
 
-    With `shortlist` > 0 the policy only re-ranks margin's `shortlist` most
-    uncertain candidates (`shortlisted_scorer`). `extra` records provenance
-    (agent, env config, command, seed, ...); it must be JSON-serialisable.
+    `extra` records provenance (agent, env config, command, seed, ...); it
+    must be JSON-serialisable. A margin shortlist is added by
+    `LearnedStrategy.with_shortlist`.
     """
     return {
-        "scorer": SHORTLISTED_SCORER if shortlist else SCORER,
+        "scorer": SCORER,
         "network": {"hidden": [int(h) for h in hidden], "state_hidden": int(state_hidden)},
         "probe_size": int(probe_size),
         "features": list(CANDIDATE_FEATURES),
-        "shortlist": int(shortlist),
         **extra,
     }
 
