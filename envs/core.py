@@ -7,10 +7,12 @@ Episode semantics. An episode is one AL run on one task split (in
 `EnvParams`). `reset` draws a small initial labelled set (one sample per
 class first, as far as `n_initial` allows, then at random), fits the learner
 and scores it on the validation split. Each step offers `n_candidates`
-unlabelled pool samples (drawn uniformly without replacement) or, with
+unlabelled pool samples (a uniformly random subset, drawn afresh each step by
+Floyd's algorithm from a list of the unlabelled rows) or, with
 `n_candidates=None`, the whole pool; the action is an index into the
-candidates. The label is revealed, the learner is refitted (warm start) and
-the validation accuracy recomputed.
+candidates. The label is revealed, the learner is refitted (warm start) on
+the labelled rows, which the state keeps in labelling order, and the
+validation accuracy recomputed.
 
 Reward (`EnvConfig.reward`):
 - `"gain"`: validation accuracy after minus before the step; an episode's
@@ -103,8 +105,14 @@ class EnvState:
     """The dynamic part of an episode."""
 
     labeled: jnp.ndarray  # (N,) bool
-    labeled_idx: jnp.ndarray  # (n_initial + budget,) pool indices in labelling order
+    labeled_idx: jnp.ndarray  # (L,) pool indices in labelling order, L = n_initial + budget
+    # the labelled rows themselves, so a refit reads them without gathering L pool rows
+    labeled_X: jnp.ndarray  # (L, D) pool_X[labeled_idx]; rows from n_labeled on are zero
+    labeled_y: jnp.ndarray  # (L,) pool_y[labeled_idx]; zero from n_labeled on
     n_labeled: jnp.ndarray
+    # the unlabelled real pool rows, for sampling candidates without sorting the pool
+    unlabeled: jnp.ndarray  # (N,) int32; positions [0, n_unlabeled) hold them, in any order
+    n_unlabeled: jnp.ndarray
     step: jnp.ndarray
     learner: Any
     val_score: jnp.ndarray
@@ -124,17 +132,43 @@ def _mix32(h: jnp.ndarray) -> jnp.ndarray:
 
 
 def row_priorities(key: jax.Array, n: int) -> jnp.ndarray:
-    """Uniform [0, 1) priorities of `n` pool rows: a hash of the row index keyed by `key`.
+    """`n` uniform [0, 1) draws (24 bits each): a hash of the index 0..n-1 keyed by `key`.
 
-    Per step this replaces `n` threefry draws, which cost as much as the rest of
-    candidate sampling, by 2 draws and a few integer operations per row. For a
-    fixed key the hash is a bijection of the row index, and a row's priority
-    depends only on its index, so padding the pool changes no real row's
-    priority.
+    Two threefry draws and a few integer operations per index, instead of `n`
+    threefry draws. For a fixed key the hash is a bijection of the index, so
+    the `n` draws are distinct and draw `i` does not depend on `n`.
     """
     seed = jax.random.bits(key, (2,), jnp.uint32)
     h = _mix32(_mix32(jnp.arange(n, dtype=jnp.uint32) ^ seed[0]) + seed[1])
     return (h >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
+
+
+def floyd_positions(key: jax.Array, n: jnp.ndarray, k: int) -> jnp.ndarray:
+    """A uniformly random ordered `k`-sample of `range(n)` (Floyd's algorithm); -1 beyond `n`.
+
+    Floyd's permutation variant: for j = n-k, ..., n-1 draw t uniform in
+    [0, j]; put t first when it is new, else put j right after t. Every
+    ordered sample of distinct positions is equally likely (Bentley and Floyd,
+    "A sample of brilliance", 1987), with k draws and no sort over the pool:
+    the k steps unroll into elementwise operations on k-vectors, which over a
+    batch of envs cost a fraction of a `top_k` over the pool. The draws are
+    `row_priorities` (24-bit uniforms), so the probabilities are uniform up to
+    a relative 2**-24 * n. When n < k, the n positions fill the first slots.
+    """
+    u = row_priorities(key, k)
+    slots = jnp.arange(k)
+    seq = jnp.full((k,), -1, jnp.int32)  # the first i slots hold the sample so far
+    for i in range(k):
+        j = n - k + i
+        t = jnp.minimum((u[i] * (j + 1).astype(jnp.float32)).astype(jnp.int32), j)
+        match = seq == t
+        new_t = ~jnp.any(match)
+        where = jnp.where(new_t, 0, jnp.argmax(match) + 1)
+        value = jnp.where(new_t, t, j)
+        shifted = jnp.concatenate([seq[:1], seq[:-1]])  # seq moved one slot right
+        inserted = jnp.where(slots < where, seq, jnp.where(slots == where, value, shifted))
+        seq = jnp.where(j >= 0, inserted, seq)
+    return seq
 
 
 def make_params(task: TaskBatch) -> EnvParams:
@@ -173,15 +207,9 @@ class ActiveLearningEnv:
         """Static number of candidates per step for these params."""
         return self.config.n_candidates or params.task.pool_X.shape[-2]
 
-    def _labeled_weights(self, state_idx, n_labeled):
-        return (jnp.arange(state_idx.shape[0]) < n_labeled).astype(jnp.float32)
-
-    def _fit(self, learner, params_learner, task: TaskBatch, idx, n_labeled):
-        X = task.pool_X[idx]
-        y = task.pool_y[idx]
-        return learner.fit(
-            params_learner, X, y, self._labeled_weights(idx, n_labeled), task.class_mask
-        )
+    def _fit(self, learner, params_learner, X, y, n_labeled, class_mask):
+        weights = (jnp.arange(y.shape[0]) < n_labeled).astype(jnp.float32)
+        return learner.fit(params_learner, X, y, weights, class_mask)
 
     def accuracy(
         self,
@@ -201,14 +229,12 @@ class ActiveLearningEnv:
             learner_params, task.test_X, task.test_y, task.test_mask, task.class_mask
         )
 
-    def _sample_candidates(self, key, labeled, params: EnvParams):
-        task = params.task
-        available = task.pool_mask & ~labeled
+    def _sample_candidates(self, key, labeled, unlabeled, n_unlabeled, params: EnvParams):
         if self.config.n_candidates is None:
+            available = params.task.pool_mask & ~labeled
             return jnp.arange(labeled.shape[0], dtype=jnp.int32), available
-        u = row_priorities(key, labeled.shape[0])
-        _, idx = jax.lax.top_k(jnp.where(available, u, -1.0), self.config.n_candidates)
-        return idx.astype(jnp.int32), available[idx]
+        pos = floyd_positions(key, n_unlabeled, self.config.n_candidates)
+        return unlabeled[jnp.maximum(pos, 0)], pos >= 0
 
     def _distance_to(self, params: EnvParams, i: jnp.ndarray) -> jnp.ndarray:
         """Distance of every pool row to pool row `i`."""
@@ -296,8 +322,20 @@ class ActiveLearningEnv:
         )
         labeled = jnp.zeros(n, bool).at[init_idx].set(True)
         n_labeled = jnp.int32(cfg.n_initial)
+        labeled_X = jnp.zeros((labeled_idx.shape[0], task.pool_X.shape[1]), task.pool_X.dtype)
+        labeled_X = labeled_X.at[: cfg.n_initial].set(task.pool_X[init_idx])
+        labeled_y = jnp.zeros_like(labeled_idx).at[: cfg.n_initial].set(task.pool_y[init_idx])
+        # the unlabelled real rows in index order, so padding the pool moves none of them
+        available = task.pool_mask & ~labeled
+        slot = jnp.where(available, jnp.cumsum(available) - 1, n)
+        unlabeled = (
+            jnp.zeros(n, jnp.int32).at[slot].set(jnp.arange(n, dtype=jnp.int32), mode="drop")
+        )
+        n_unlabeled = jnp.sum(available).astype(jnp.int32)
         learner = self.learner_init.init(k_learner, task.pool_X.shape[1], k)
-        learner = self._fit(self.learner_init, learner, task, labeled_idx, n_labeled)
+        learner = self._fit(
+            self.learner_init, learner, labeled_X, labeled_y, n_labeled, task.class_mask
+        )
         val = self.accuracy(learner, task.val_X, task.val_y, task.val_mask, task.class_mask)
         dist = jax.vmap(lambda i: self._distance_to(params, i))(init_idx)
         _, probe = jax.lax.top_k(
@@ -305,11 +343,17 @@ class ActiveLearningEnv:
             min(cfg.probe_size, n),
         )
         probe = jnp.resize(probe.astype(jnp.int32), (cfg.probe_size,))
-        candidates, cand_mask = self._sample_candidates(k_cand, labeled, params)
+        candidates, cand_mask = self._sample_candidates(
+            k_cand, labeled, unlabeled, n_unlabeled, params
+        )
         state = EnvState(
             labeled=labeled,
             labeled_idx=labeled_idx,
+            labeled_X=labeled_X,
+            labeled_y=labeled_y,
             n_labeled=n_labeled,
+            unlabeled=unlabeled,
+            n_unlabeled=n_unlabeled,
             step=jnp.int32(0),
             learner=learner,
             val_score=val,
@@ -333,11 +377,21 @@ class ActiveLearningEnv:
         action = jnp.clip(action, 0, state.candidates.shape[0] - 1)
         valid = in_range & state.candidate_mask[action]
         idx = state.candidates[action]
-        labeled_idx = jnp.where(
-            valid, state.labeled_idx.at[state.n_labeled].set(idx), state.labeled_idx
-        )
+        # append the new row (selects over the small arrays, not scatters: faster under vmap)
+        slot = valid & (jnp.arange(state.labeled_idx.shape[0]) == state.n_labeled)
+        labeled_idx = jnp.where(slot, idx, state.labeled_idx)
+        labeled_X = jnp.where(slot[:, None], task.pool_X[idx], state.labeled_X)
+        labeled_y = jnp.where(slot, task.pool_y[idx], state.labeled_y)
         n_labeled = state.n_labeled + valid.astype(jnp.int32)
-        learner = self._fit(self.learner_step, state.learner, task, labeled_idx, n_labeled)
+        # remove it from the unlabelled list: the list's last row takes its place
+        last = state.unlabeled[jnp.maximum(state.n_unlabeled - 1, 0)]
+        live = jnp.arange(state.unlabeled.shape[0]) < state.n_unlabeled
+        hole = valid & live & (state.unlabeled == idx)
+        unlabeled = jnp.where(hole, last, state.unlabeled)
+        n_unlabeled = state.n_unlabeled - valid.astype(jnp.int32)
+        learner = self._fit(
+            self.learner_step, state.learner, labeled_X, labeled_y, n_labeled, task.class_mask
+        )
         learner = jax.tree.map(lambda new, old: jnp.where(valid, new, old), learner, state.learner)
         val = self.accuracy(learner, task.val_X, task.val_y, task.val_mask, task.class_mask)
         test = self.test_accuracy(learner, task)
@@ -348,11 +402,17 @@ class ActiveLearningEnv:
             reward = val
         reward = jnp.where(valid, reward, -cfg.invalid_action_penalty).astype(jnp.float32)
         labeled = state.labeled.at[idx].set(state.labeled[idx] | valid)
-        candidates, cand_mask = self._sample_candidates(key, labeled, params)
+        candidates, cand_mask = self._sample_candidates(
+            key, labeled, unlabeled, n_unlabeled, params
+        )
         new_state = EnvState(
             labeled=labeled,
             labeled_idx=labeled_idx,
+            labeled_X=labeled_X,
+            labeled_y=labeled_y,
             n_labeled=n_labeled,
+            unlabeled=unlabeled,
+            n_unlabeled=n_unlabeled,
             step=state.step + 1,
             learner=learner,
             val_score=val,

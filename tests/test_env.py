@@ -9,7 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs.core import ActiveLearningEnv, EnvConfig, check_fits, make_params, row_priorities
+from envs.core import (
+    ActiveLearningEnv,
+    EnvConfig,
+    check_fits,
+    floyd_positions,
+    make_params,
+    row_priorities,
+)
 from envs.gym import core_env
 from metaal import features
 from metaal.data import load_task, make_split, pad_split, stack_splits
@@ -58,6 +65,7 @@ def episode(key, params, rule):
             obs_state=obs2.state,
             obs_candidates=obs2.candidates,
             step=state2.step,
+            candidates=state2.candidates,
             **info,
         )
         return (obs2, state2), out
@@ -140,6 +148,50 @@ def test_labels_each_pool_sample_at_most_once_and_counts_steps(padded):
     )
 
 
+def test_state_keeps_the_labelled_rows_and_the_unlabelled_list(padded):
+    """The refit's labelled rows and the candidate list agree with the pool after every episode."""
+    final, task = padded["final"], padded["params"].task
+    for i, t in enumerate(padded["task_index"]):
+        n = int(final.n_labeled[i])
+        idx = final.labeled_idx[i, :n]
+        np.testing.assert_array_equal(final.labeled_X[i, :n], task.pool_X[t][idx])
+        np.testing.assert_array_equal(final.labeled_y[i, :n], task.pool_y[t][idx])
+        assert not final.labeled_X[i, n:].any() and not final.labeled_y[i, n:].any()
+        available = np.flatnonzero(task.pool_mask[t] & ~final.labeled[i])
+        assert int(final.n_unlabeled[i]) == len(available)
+        np.testing.assert_array_equal(np.sort(final.unlabeled[i, : len(available)]), available)
+
+
+def test_candidates_are_distinct_unlabelled_rows(padded):
+    traj, final = padded["traj"], padded["final"]
+    cand = traj["candidates"]  # (runs, steps, C), after each step
+    for i in range(cand.shape[0]):
+        for s in range(cand.shape[1]):
+            assert len(np.unique(cand[i, s])) == cand.shape[2]
+        assert not final.labeled[i][cand[i, -1]].any()
+
+
+def test_floyd_positions_draw_every_ordered_sample_equally_often():
+    """Each of the 120 ordered 3-samples of range(6) has probability 1/120 (chi-square, 119 dof)."""
+    keys = jax.random.split(jax.random.key(0), 24000)
+    pos = np.asarray(jax.jit(jax.vmap(lambda k: floyd_positions(k, jnp.int32(6), 3)))(keys))
+    assert pos.min() >= 0 and pos.max() < 6
+    assert (pos[:, 0] != pos[:, 1]).all() and (pos[:, 1] != pos[:, 2]).all()
+    assert (pos[:, 0] != pos[:, 2]).all()
+    codes, counts = np.unique(pos @ np.array([36, 6, 1]), return_counts=True)
+    assert len(codes) == 120
+    expected = len(keys) / 120
+    assert ((counts - expected) ** 2 / expected).sum() < 119 + 5 * np.sqrt(2 * 119)
+    np.testing.assert_allclose(pos.mean(axis=0), 2.5, atol=0.05)  # no slot prefers a position
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_floyd_positions_with_fewer_rows_than_candidates_take_them_all(n):
+    pos = np.asarray(floyd_positions(jax.random.key(1), jnp.int32(n), 4))
+    np.testing.assert_array_equal(np.sort(pos[pos >= 0]), np.arange(n))
+    assert (pos[pos < 0] == -1).sum() == 4 - n
+
+
 def test_terminated_exactly_at_budget_and_never_truncated(padded):
     traj = padded["traj"]
     expected = np.arange(1, CFG.budget + 1) == CFG.budget
@@ -214,6 +266,7 @@ def test_padding_changes_no_trajectory_and_vmap_equals_single_runs(padded, split
     ref = rows(padded["traj"], padded["task_index"] == t)
     np.testing.assert_array_equal(traj["action"], ref["action"])
     np.testing.assert_array_equal(traj["pool_index"], ref["pool_index"])
+    np.testing.assert_array_equal(traj["candidates"], ref["candidates"])
     np.testing.assert_allclose(traj["reward"], ref["reward"], atol=1e-5)
     np.testing.assert_allclose(traj["val_score"], ref["val_score"], atol=1e-5)
     np.testing.assert_allclose(traj["test_score"], ref["test_score"], atol=1e-5)
