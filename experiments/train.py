@@ -376,6 +376,8 @@ def train_members(
 ) -> Path:
     """Train `members` runs (seeds seed, seed + 1, ...) and export their vote as OUT/policy.
 
+    With `members=1` the export is the one member's policy, not a one-member vote.
+
     Each member is an ordinary run in OUT/seed<k> (checkpoints, resume, W&B);
     the vote (`LearnedStrategy.ensemble`) scores by the mean of the members'
     standardised scores. With `resume`, finished members are kept, killed
@@ -418,7 +420,8 @@ def train_members(
             print(f"member seed {seed} ({len(policies) + 1}/{len(seeds)}): {folder}", flush=True)
             train(member, folder, started, wandb_mode, progress, command)
         policies.append(LearnedStrategy.load(done))
-    vote = LearnedStrategy.ensemble(policies)
+    # one member is exported as its own policy, as imitation's --members 1 is
+    vote = policies[0] if len(policies) == 1 else LearnedStrategy.ensemble(policies)
     vote.config["command"] = command
     return vote.save(out / checkpoint.POLICY_FILE)
 

@@ -94,6 +94,19 @@ def test_a_vote_of_seeds_resumes_a_killed_member_and_matches_an_uninterrupted_vo
         train_mod.train_members(settings, tmp_path / "full", members=2, **quiet)
 
 
+def test_one_member_exports_that_members_own_policy(tmp_path):
+    settings = tiny("ppo", eval_tasks=0)
+    out = tmp_path / "one"
+    policy = LearnedStrategy.load(
+        train_mod.train_members(settings, out, members=1, wandb_mode="disabled", progress=False)
+    )
+    member = LearnedStrategy.load(train_mod.member_dir(out, 0) / "policy")
+    assert policy.config["scorer"] == member.config["scorer"] != "metaal.policy_net:ensemble_scorer"
+    assert "members" not in policy.config
+    for x, y in zip(jax.tree.leaves(policy.params), jax.tree.leaves(member.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
 def run_cli(*args, check=True):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
     proc = subprocess.run(
