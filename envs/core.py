@@ -24,7 +24,11 @@ An action that points at a masked candidate (already labelled, padding) or
 outside `[0, n_candidates)` is a no-op that still uses one query of the
 budget and is rewarded `-invalid_action_penalty`. After `budget` steps the
 episode is `terminated` (the remaining budget is part of the state);
-`truncated` is always False.
+`truncated` is always False. Like gymnax's `step_env`, the core does not stop a
+caller from stepping a terminated episode: labels are still revealed, but the
+refit and `labeled_idx` keep only the first `n_initial + budget` labelled rows.
+The drivers reset at termination (`agents.rollout`, `envs.gym`, which raises
+`ResetNeeded`).
 
 The test split never enters reward or observation: it is only reported in
 `info["test_score"]`. Task data lives in `EnvParams`, never on the env, so
