@@ -7,8 +7,8 @@ Episode semantics. An episode is one AL run on one task split (in
 `EnvParams`). `reset` draws a small initial labelled set (one sample per
 class first, as far as `n_initial` allows, then at random), fits the learner
 and scores it on the validation split. Each step offers `n_candidates`
-unlabelled pool samples (a uniformly random subset, drawn afresh each step by
-Floyd's algorithm from a list of the unlabelled rows) or, with
+unlabelled pool samples (a uniformly random ordered sample without replacement,
+drawn afresh each step by Floyd's algorithm from a list of the unlabelled rows) or, with
 `n_candidates=None`, the whole pool; the action is an index into the
 candidates. The label is revealed, the learner is refitted (warm start) on
 the labelled rows, which the state keeps in labelling order, and the
@@ -167,10 +167,10 @@ def floyd_positions(key: jax.Array, n: jnp.ndarray, k: int) -> jnp.ndarray:
         t = jnp.minimum((u[i] * (j + 1).astype(jnp.float32)).astype(jnp.int32), j)
         match = seq == t
         new_t = ~jnp.any(match)
-        where = jnp.where(new_t, 0, jnp.argmax(match) + 1)
+        at = jnp.where(new_t, 0, jnp.argmax(match) + 1)
         value = jnp.where(new_t, t, j)
         shifted = jnp.concatenate([seq[:1], seq[:-1]])  # seq moved one slot right
-        inserted = jnp.where(slots < where, seq, jnp.where(slots == where, value, shifted))
+        inserted = jnp.where(slots < at, seq, jnp.where(slots == at, value, shifted))
         seq = jnp.where(j >= 0, inserted, seq)
     return seq
 
