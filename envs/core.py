@@ -97,10 +97,11 @@ class EnvConfig:
 
 @struct.dataclass
 class EnvParams:
-    """One task split, padded, plus per-task quantities computed once (pool density)."""
+    """One task split, padded, plus per-task quantities computed once (pool density, size)."""
 
     task: TaskBatch
     density: jnp.ndarray
+    n_pool: jnp.ndarray  # real (unpadded) pool rows
     pool_XT: jnp.ndarray  # (D, N) the pool, features-major, for distance updates
 
 
@@ -115,8 +116,7 @@ class EnvState:
     labeled_y: jnp.ndarray  # (L,) pool_y[labeled_idx]; zero from n_labeled on
     n_labeled: jnp.ndarray
     # the unlabelled real pool rows, for sampling candidates without sorting the pool
-    unlabeled: jnp.ndarray  # (N,) int32; positions [0, n_unlabeled) hold them, in any order
-    n_unlabeled: jnp.ndarray
+    unlabeled: jnp.ndarray  # (N,) int32; positions [0, n_pool - n_labeled) hold them, any order
     step: jnp.ndarray
     learner: Any
     val_score: jnp.ndarray
@@ -180,6 +180,7 @@ def make_params(task: TaskBatch) -> EnvParams:
     return EnvParams(
         task=task,
         density=features.pool_density(task.pool_X, task.pool_mask),
+        n_pool=jnp.sum(task.pool_mask).astype(jnp.int32),
         pool_XT=task.pool_X.T,
     )
 
@@ -233,11 +234,12 @@ class ActiveLearningEnv:
             learner_params, task.test_X, task.test_y, task.test_mask, task.class_mask
         )
 
-    def _sample_candidates(self, key, labeled, unlabeled, n_unlabeled, params: EnvParams):
+    def _sample_candidates(self, key, labeled, unlabeled, n_labeled, params: EnvParams):
         if self.config.n_candidates is None:
             available = params.task.pool_mask & ~labeled
             return jnp.arange(labeled.shape[0], dtype=jnp.int32), available
-        pos = floyd_positions(key, n_unlabeled, self.config.n_candidates)
+        # `unlabeled` holds the n_pool - n_labeled unlabelled rows (see `EnvState`)
+        pos = floyd_positions(key, params.n_pool - n_labeled, self.config.n_candidates)
         return unlabeled[jnp.maximum(pos, 0)], pos >= 0
 
     def _distance_to(self, params: EnvParams, i: jnp.ndarray) -> jnp.ndarray:
@@ -250,7 +252,7 @@ class ActiveLearningEnv:
         task = params.task
         cand_X = task.pool_X[state.candidates]
         probe_X = task.pool_X[state.probe]
-        n_pool = jnp.maximum(jnp.sum(task.pool_mask), 1)
+        n_pool = jnp.maximum(params.n_pool, 1)
         return features.observation(
             self.learner_step.member_proba(state.learner, cand_X, task.class_mask),
             cand_X,
@@ -335,7 +337,6 @@ class ActiveLearningEnv:
         unlabeled = (
             jnp.zeros(n, jnp.int32).at[slot].set(jnp.arange(n, dtype=jnp.int32), mode="drop")
         )
-        n_unlabeled = jnp.sum(available).astype(jnp.int32)
         learner = self.learner_init.init(k_learner, task.pool_X.shape[1], k)
         learner = self._fit(
             self.learner_init, learner, labeled_X, labeled_y, n_labeled, task.class_mask
@@ -348,7 +349,7 @@ class ActiveLearningEnv:
         )
         probe = jnp.resize(probe.astype(jnp.int32), (cfg.probe_size,))
         candidates, cand_mask = self._sample_candidates(
-            k_cand, labeled, unlabeled, n_unlabeled, params
+            k_cand, labeled, unlabeled, n_labeled, params
         )
         state = EnvState(
             labeled=labeled,
@@ -357,7 +358,6 @@ class ActiveLearningEnv:
             labeled_y=labeled_y,
             n_labeled=n_labeled,
             unlabeled=unlabeled,
-            n_unlabeled=n_unlabeled,
             step=jnp.int32(0),
             learner=learner,
             val_score=val,
@@ -388,11 +388,11 @@ class ActiveLearningEnv:
         labeled_y = jnp.where(slot, task.pool_y[idx], state.labeled_y)
         n_labeled = state.n_labeled + valid.astype(jnp.int32)
         # remove it from the unlabelled list: the list's last row takes its place
-        last = state.unlabeled[jnp.maximum(state.n_unlabeled - 1, 0)]
-        live = jnp.arange(state.unlabeled.shape[0]) < state.n_unlabeled
+        n_unlabeled = params.n_pool - state.n_labeled
+        last = state.unlabeled[jnp.maximum(n_unlabeled - 1, 0)]
+        live = jnp.arange(state.unlabeled.shape[0]) < n_unlabeled
         hole = valid & live & (state.unlabeled == idx)
         unlabeled = jnp.where(hole, last, state.unlabeled)
-        n_unlabeled = state.n_unlabeled - valid.astype(jnp.int32)
         learner = self._fit(
             self.learner_step, state.learner, labeled_X, labeled_y, n_labeled, task.class_mask
         )
@@ -406,9 +406,7 @@ class ActiveLearningEnv:
             reward = val
         reward = jnp.where(valid, reward, -cfg.invalid_action_penalty).astype(jnp.float32)
         labeled = state.labeled.at[idx].set(state.labeled[idx] | valid)
-        candidates, cand_mask = self._sample_candidates(
-            key, labeled, unlabeled, n_unlabeled, params
-        )
+        candidates, cand_mask = self._sample_candidates(key, labeled, unlabeled, n_labeled, params)
         new_state = EnvState(
             labeled=labeled,
             labeled_idx=labeled_idx,
@@ -416,7 +414,6 @@ class ActiveLearningEnv:
             labeled_y=labeled_y,
             n_labeled=n_labeled,
             unlabeled=unlabeled,
-            n_unlabeled=n_unlabeled,
             step=state.step + 1,
             learner=learner,
             val_score=val,

@@ -158,7 +158,7 @@ def test_state_keeps_the_labelled_rows_and_the_unlabelled_list(padded):
         np.testing.assert_array_equal(final.labeled_y[i, :n], task.pool_y[t][idx])
         assert not final.labeled_X[i, n:].any() and not final.labeled_y[i, n:].any()
         available = np.flatnonzero(task.pool_mask[t] & ~final.labeled[i])
-        assert int(final.n_unlabeled[i]) == len(available)
+        assert int(padded["params"].n_pool[t] - final.n_labeled[i]) == len(available)
         np.testing.assert_array_equal(np.sort(final.unlabeled[i, : len(available)]), available)
 
 
