@@ -1,15 +1,17 @@
 """Agents that meta-train the candidate-scoring policy, one file per algorithm.
 
-Every RL agent module offers the same functions of its typed config
-(`PPOConfig`, `DQNConfig`):
+Every agent module offers the same functions of its typed config
+(`PPOConfig`, `DQNConfig`, `ImitationConfig`):
 
 - `init(config, key, tasks, env=None) -> runner` (network, optimiser, env slots, RNG);
 - `update(config, runner, tasks, env=None) -> (runner, metrics)`: one update;
 - `policy_params(runner)`: the scorer parameters to deploy;
 - `make_train(config, env=None) -> train(key, tasks)`: the whole run under one `jax.jit`.
 
-`AGENTS` maps each name to them, and `make_chunk` jits K updates at a time,
-which is how `experiments.train` drives a run between checkpoints.
+An update is one PPO rollout and its epochs, one DQN vector step, or one
+DAgger round of imitation. `AGENTS` maps each name to them, and `make_chunk`
+jits K updates at a time, which is how `experiments.train` drives every run
+between checkpoints (the same resume, W&B logging and policy export for all).
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from typing import Any, NamedTuple
 
 import jax
 
-from agents import dqn, ppo
+from metaal.agents import dqn, imitation, ppo
 
 
 class Agent(NamedTuple):
-    """An RL agent's functions (see the module docstring)."""
+    """An agent's functions (see the module docstring)."""
 
     name: str
     config: type
@@ -35,6 +37,13 @@ class Agent(NamedTuple):
 AGENTS: dict[str, Agent] = {
     "dqn": Agent("dqn", dqn.DQNConfig, dqn.init, dqn.update, dqn.policy_params),
     "ppo": Agent("ppo", ppo.PPOConfig, ppo.init, ppo.update, ppo.policy_params),
+    "imitation": Agent(
+        "imitation",
+        imitation.ImitationConfig,
+        imitation.init,
+        imitation.update,
+        imitation.policy_params,
+    ),
 }
 
 

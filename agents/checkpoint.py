@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from metaal.policy_net import candidate_scorer
+from metaal.policy_net import resolve_scorer
 from metaal.strategies.learned import LearnedStrategy
 
 FORMAT_VERSION = 1
@@ -179,15 +179,24 @@ def restore(checkpoint: str | Path, template: Any) -> Any:
     return jax.tree.map(convert, template, state)
 
 
+def policy_of(params: Any, config: dict[str, Any], shortlist: int = 0) -> LearnedStrategy:
+    """The `LearnedStrategy` of scorer `params` with `config` (`metaal.policy_net.policy_config`).
+
+    With `shortlist` > 0 the policy re-ranks only margin's `shortlist` most
+    uncertain candidates (`LearnedStrategy.with_shortlist`).
+    """
+    policy = LearnedStrategy(
+        resolve_scorer(config["scorer"])(config), jax.device_get(params), config
+    )
+    return policy.with_shortlist(shortlist) if shortlist else policy
+
+
 def export_policy(
     path: str | Path, params: Any, config: dict[str, Any], shortlist: int = 0
 ) -> Path:
-    """Write the scorer `params` with `config` (see `metaal.policy_net.policy_config`) as a policy.
+    """Write `policy_of(params, config, shortlist)` as a policy file; returns its path.
 
-    With `shortlist` > 0 the policy re-ranks only margin's `shortlist` most
-    uncertain candidates (`LearnedStrategy.with_shortlist`). The file is a
-    `LearnedStrategy` file: `LearnedStrategy.load(path)` and `metaal evaluate
-    --policy path` read it.
+    The file is a `LearnedStrategy` file: `LearnedStrategy.load(path)` and
+    `metaal evaluate --policy path` read it.
     """
-    policy = LearnedStrategy(candidate_scorer(config), jax.device_get(params), config)
-    return (policy.with_shortlist(shortlist) if shortlist else policy).save(path)
+    return policy_of(params, config, shortlist).save(path)

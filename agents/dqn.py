@@ -31,9 +31,9 @@ import optax
 from flax import struct
 from flax.training.train_state import TrainState
 
-from agents import rollout
-from agents.networks import CandidateScorer
-from envs.core import ActiveLearningEnv, EnvConfig, Observation
+from metaal.agents import rollout
+from metaal.envs.core import ActiveLearningEnv, EnvConfig, Observation
+from metaal.policy_net import CandidateScorer, network
 
 
 @struct.dataclass
@@ -90,6 +90,10 @@ class DQNConfig:
         """Time slots of the (time, slot) replay buffer."""
         return max(2, self.buffer_size // self.num_envs)
 
+    def with_updates(self, updates: int) -> DQNConfig:
+        """The same config running `updates` updates."""
+        return self.replace(total_steps=updates * self.steps_per_update)
+
     def check(self) -> None:
         """Raise a clear error for settings that cannot work."""
         if self.reward_norm not in rollout.REWARD_NORMS:
@@ -126,11 +130,6 @@ class DQNRunner:
     envs: rollout.Envs
     key: jax.Array
     update: jnp.ndarray  # updates done
-
-
-def network(config: DQNConfig) -> CandidateScorer:
-    """The Q-network of `config` (its value head is unused)."""
-    return CandidateScorer(hidden=tuple(config.hidden), state_hidden=config.state_hidden)
 
 
 def _q(net: CandidateScorer, params: Any, obs: Observation) -> jnp.ndarray:
@@ -194,7 +193,7 @@ def init(
     """A fresh run: online and target networks, optimiser, empty buffer, env slots, RNG."""
     config.check()
     env = env or ActiveLearningEnv(config.env)
-    net = network(config)
+    net = network(config.hidden, config.state_hidden)
     k_net, k_env, key = jax.random.split(key, 3)
     envs = rollout.reset(env, k_env, tasks, config.num_envs)
     first = jax.tree.map(lambda x: x[0], envs.obs)
@@ -217,7 +216,7 @@ def update(
 ) -> tuple[DQNRunner, dict[str, jnp.ndarray]]:
     """One DQN update: `train_frequency` epsilon-greedy vector steps, then one learning step."""
     env = env or ActiveLearningEnv(config.env)
-    net = network(config)
+    net = network(config.hidden, config.state_hidden)
     params = runner.train_state.params
 
     def env_step(carry, _):
@@ -290,11 +289,4 @@ def make_train(
     config: DQNConfig, env: Any = None
 ) -> Callable[[jax.Array, rollout.TrainingTasks], tuple[DQNRunner, dict[str, jnp.ndarray]]]:
     """Jitted `train(key, tasks) -> (runner, metrics per update)` for the whole run."""
-
-    def train(key, tasks):
-        runner = init(config, key, tasks, env)
-        return jax.lax.scan(
-            lambda r, _: update(config, r, tasks, env), runner, None, config.num_updates
-        )
-
-    return jax.jit(train)
+    return rollout.make_train(init, update, config, env)

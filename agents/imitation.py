@@ -25,23 +25,26 @@ DAgger round:
 
 With `shortlist=k` the policy only reorders margin sampling's k most
 uncertain candidates, and those are what the expert labels: the learned
-part corrects margin instead of replacing it. Research on held-out data
-(experiments/research_imitation.py) found this the only recipe that stays
-level with margin: free policies learn the oracle's taste for large,
-label-dependent model changes (far, high-gradient points), which transfers
-badly. The defaults are that recipe.
+part corrects margin instead of replacing it. The imitation ablation
+(docs/RESULTS.md) found this the only recipe that stays level with margin:
+free policies learn the oracle's taste for large, label-dependent model
+changes (far, high-gradient points), which transfers badly. The defaults are
+that recipe; the others are the named recipes of
+`metaal.experiments.configs.IMITATION_RECIPES` (`metaal train --agent
+imitation --preset NAME`).
 
-With `EnvConfig(n_candidates=None)` the candidate features are computed
-against the whole pool, exactly as at transfer time, and only the labelled
-rows are stored. `make_train(config)(key, tasks)` runs everything under one
-`jax.jit`. Float hyper-parameters of `ImitationConfig` are pytree leaves, so
-a sweep is `jax.vmap(train_fn, in_axes=(config_axes, None, None))`; the rest
-is static.
+Imitation is an agent like PPO and DQN (`metaal.agents.AGENTS`): an update is
+one DAgger round (`init`, `update`, `policy_params`), so `metaal train`
+drives it in chunks with the same checkpoints, exact resume, W&B logging,
+periodic evaluation and export. With `EnvConfig(n_candidates=None)` the
+candidate features are computed against the whole pool, exactly as at
+transfer time, and only the labelled rows are stored. `make_train(config)(key,
+tasks)` runs a whole run under one `jax.jit`. Float hyper-parameters of
+`ImitationConfig` are pytree leaves; the rest is static.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -50,13 +53,12 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from agents.networks import NEG_INF, CandidateScorer
-from envs.core import ActiveLearningEnv, EnvConfig, EnvParams
 from metaal import features
+from metaal.agents import rollout
+from metaal.envs.core import ActiveLearningEnv, EnvConfig, EnvParams
 from metaal.features import Observation
-from metaal.policy_net import margin_shortlist, policy_config
+from metaal.policy_net import NEG_INF, margin_shortlist, network
 from metaal.strategies.base import select
-from metaal.strategies.learned import LINEAR_SCORER, LearnedStrategy, resolve_scorer
 
 FIRST_POLICIES = ("oracle", "margin")
 EXPERT_SETS = ("val", "pool+val")
@@ -113,7 +115,36 @@ class ImitationConfig:
     beta_decay: float = 0.0
     """Probability that the expert acts in round r >= 1 is `beta_decay ** r`."""
 
+    @property
+    def steps_per_update(self) -> int:
+        """Env steps per update (one DAgger round), all episodes together."""
+        return self.n_envs * self.env.budget
+
+    @property
+    def num_updates(self) -> int:
+        """Updates (DAgger rounds) in the whole run."""
+        return self.n_rounds
+
+    @property
+    def total_steps(self) -> int:
+        """Env steps of the whole run."""
+        return self.n_rounds * self.steps_per_update
+
+    @property
+    def reward_norm(self) -> str:
+        """Imitation learns from the expert's gains, not rewards: no reward normalisation."""
+        return "none"
+
+    def with_updates(self, updates: int) -> ImitationConfig:
+        """The same config running `updates` rounds."""
+        return self.replace(n_rounds=updates)
+
+    def check(self) -> None:
+        """Settings are checked when the config is made (`__post_init__`)."""
+
     def __post_init__(self) -> None:
+        if self.n_rounds < 1:
+            raise ValueError(f"n_rounds must be at least 1, got {self.n_rounds}")
         if self.first_policy not in FIRST_POLICIES:
             raise ValueError(
                 f"first_policy {self.first_policy!r} is unknown; choose one of {FIRST_POLICIES}"
@@ -178,52 +209,26 @@ def make_scorer(config: ImitationConfig) -> Scorer:
     The linear ranker, `scores = candidates @ w + b`, is the floor a network
     must beat; it is `metaal.strategies.learned.linear_scorer` at transfer time.
     """
+    n_features = len(ActiveLearningEnv(config.env).features)
     if not config.hidden:
 
         def init_linear(key):
             del key  # zero weights: every candidate ties until the first fit
-            return {"w": jnp.zeros(features.N_CANDIDATE_FEATURES), "b": jnp.zeros(())}
+            return {"w": jnp.zeros(n_features), "b": jnp.zeros(())}
 
         def apply_linear(params, state, candidates, mask):
             del state  # a state term would add the same to every candidate
             return jnp.where(mask, candidates @ params["w"] + params["b"], NEG_INF)
 
         return Scorer(init_linear, apply_linear)
-    net = CandidateScorer(hidden=config.hidden, state_hidden=config.state_hidden)
+    net = network(config.hidden, config.state_hidden)
     n_state = features.n_state_features(config.env.probe_size)
 
     def init(key):
-        dummy = jnp.zeros((2, features.N_CANDIDATE_FEATURES))
+        dummy = jnp.zeros((2, n_features))
         return net.init(key, jnp.zeros((n_state,)), dummy, jnp.ones((2,), bool))
 
     return Scorer(init, lambda params, *obs: net.apply(params, *obs)[0])
-
-
-def as_policy(config: ImitationConfig, params: Any, **provenance: Any) -> LearnedStrategy:
-    """Trained scorer params as a `LearnedStrategy` (save, load, query, evaluate).
-
-    Its config records the imitation and env configs plus `provenance`
-    (JSON-able: command, seed, training suite, ...).
-    """
-    extra = {
-        "agent": "imitation",
-        "env": dataclasses.asdict(config.env),
-        "imitation": {
-            f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "env"
-        },
-        **provenance,
-    }
-    if config.hidden:
-        policy = policy_config(config.hidden, config.state_hidden, config.env.probe_size, **extra)
-    else:
-        policy = {
-            "scorer": LINEAR_SCORER,
-            "probe_size": config.env.probe_size,
-            "features": list(features.CANDIDATE_FEATURES),
-            **extra,
-        }
-    learned = LearnedStrategy(resolve_scorer(policy["scorer"])(policy), params, policy)
-    return learned.with_shortlist(config.shortlist) if config.shortlist else learned
 
 
 def policy_scores(scorer: Scorer, params: Any, obs: Observation, shortlist: int = 0) -> jnp.ndarray:
@@ -313,7 +318,6 @@ def make_episode(config: ImitationConfig, scorer: Scorer) -> Callable:
     """
     env = ActiveLearningEnv(config.env)
     teacher = make_expert(config)
-    margin_col = features.CANDIDATE_FEATURES.index("margin")
 
     def episode(key, net_params, params: EnvParams, round_index):
         k_reset, k_steps = jax.random.split(key)
@@ -325,7 +329,7 @@ def make_episode(config: ImitationConfig, scorer: Scorer) -> Callable:
             obs, state = carry
             k_lab, k_exp, k_pol, k_coin, k_env = jax.random.split(key, 5)
             learned = policy_scores(scorer, net_params, obs, config.shortlist)
-            margin = jnp.where(obs.action_mask, -obs.candidates[:, margin_col], -jnp.inf)
+            margin = jnp.where(obs.action_mask, -obs.column("margin"), -jnp.inf)
             proposal = margin if config.shortlist else jnp.where(first, margin, learned)
             idx, lab_mask = _choose_labelled(
                 k_lab, proposal, obs.action_mask, config.n_labels, config.n_policy_labels
@@ -495,7 +499,7 @@ def empty_buffer(config: ImitationConfig, size: int) -> Samples:
     n_state = features.n_state_features(config.env.probe_size)
     return Samples(
         state=jnp.zeros((size, n_state)),
-        candidates=jnp.zeros((size, config.n_labels, features.N_CANDIDATE_FEATURES)),
+        candidates=jnp.zeros((size, config.n_labels, len(ActiveLearningEnv(config.env).features))),
         mask=jnp.zeros((size, config.n_labels), bool),
         gains=jnp.zeros((size, config.n_labels)),
         index=jnp.zeros((size, config.n_labels), jnp.int32),
@@ -503,50 +507,87 @@ def empty_buffer(config: ImitationConfig, size: int) -> Samples:
     )
 
 
-def train_fn(config: ImitationConfig, key: jax.Array, tasks: EnvParams) -> tuple[Any, dict]:
-    """DAgger on `tasks` (batched `EnvParams`); returns scorer params and per-round metrics."""
+@struct.dataclass
+class ImitationRunner:
+    """Everything a DAgger run carries between rounds (and writes to a checkpoint)."""
+
+    net_params: Any
+    opt_state: Any
+    buffer: Samples  # every round's expert-labelled states; rows [0, update * per round) filled
+    key: jax.Array
+    update: jnp.ndarray  # rounds done
+
+
+def _parts(config: ImitationConfig):
     scorer = make_scorer(config)
     optimiser = optax.adam(config.learning_rate)
-    rollout = make_rollout(config, scorer)
-    fit = make_fit(config, scorer, optimiser)
-    per_round = config.n_envs * config.env.budget
-    k_init, k_rounds = jax.random.split(key)
+    return scorer, optimiser
+
+
+def init(
+    config: ImitationConfig, key: jax.Array, tasks: rollout.TrainingTasks, env: Any = None
+) -> ImitationRunner:
+    """A fresh run: scorer, optimiser, an empty buffer for every round, RNG."""
+    del tasks, env  # the rounds read the tasks; the env is the config's own
+    scorer, optimiser = _parts(config)
+    k_init, key = jax.random.split(key)
     net_params = scorer.init(k_init)
-    opt_state = optimiser.init(net_params)
-    buffer = empty_buffer(config, config.n_rounds * per_round)
-
-    def one_round(carry, inputs):
-        net_params, opt_state, buffer = carry
-        round_index, key = inputs
-        k_roll, k_fit = jax.random.split(key)
-        samples, stats = rollout(k_roll, net_params, tasks, round_index)
-        buffer = jax.tree.map(
-            lambda b, s: jax.lax.dynamic_update_slice_in_dim(b, s, round_index * per_round, 0),
-            buffer,
-            samples,
-        )
-        filled = (round_index + 1) * per_round
-        net_params, opt_state, losses = fit(net_params, opt_state, buffer, filled, k_fit)
-        stats["loss"] = jnp.mean(losses[-max(1, config.updates_per_round // 10) :])
-        return (net_params, opt_state, buffer), stats
-
-    (net_params, _, _), metrics = jax.lax.scan(
-        one_round,
-        (net_params, opt_state, buffer),
-        (jnp.arange(config.n_rounds), jax.random.split(k_rounds, config.n_rounds)),
+    return ImitationRunner(
+        net_params=net_params,
+        opt_state=optimiser.init(net_params),
+        buffer=empty_buffer(config, config.n_rounds * config.steps_per_update),
+        key=key,
+        update=jnp.int32(0),
     )
-    return net_params, metrics
 
 
-def make_train(config: ImitationConfig) -> Callable[[jax.Array, EnvParams], tuple[Any, dict]]:
-    """Jitted `train(key, tasks) -> (scorer params, metrics)`.
+def update(
+    config: ImitationConfig, runner: ImitationRunner, tasks: rollout.TrainingTasks, env: Any = None
+) -> tuple[ImitationRunner, dict[str, jnp.ndarray]]:
+    """One DAgger round: roll out, label every visited state, add to the buffer, fit.
 
-    `tasks` is a batched `EnvParams` (`jax.vmap(envs.core.make_params)(stack_splits(...))`);
-    it is an argument rather than a closure so the data never becomes a compile-time
-    constant. Metrics have one entry per round: `loss` (mean over the round's last
-    updates), `agreement` (share of visited states where the policy before the round's
-    fit picks a best candidate among the labelled ones), `regret` (best minus picked
-    gain there) and `val_gain` (mean final minus initial validation accuracy of the
-    round's episodes, under the behaviour policy).
+    Metrics: `losses/ranking_loss` (mean over the round's last tenth of
+    updates), `charts/oracle_agreement` (share of visited states where the
+    policy before the round's fit picks a best candidate among the labelled
+    ones), `charts/regret` (best minus picked gain there),
+    `charts/expert_share` (share of executed actions that were the expert's)
+    and `charts/episode_val_gain` (final minus initial validation accuracy of
+    the round's episodes, under the behaviour policy).
     """
-    return jax.jit(lambda key, tasks: train_fn(config, key, tasks))
+    del env
+    scorer, optimiser = _parts(config)
+    per_round = config.steps_per_update
+    key, k_roll, k_fit = jax.random.split(runner.key, 3)
+    samples, stats = make_rollout(config, scorer)(
+        k_roll, runner.net_params, tasks.params, runner.update
+    )
+    buffer = jax.tree.map(
+        lambda b, x: jax.lax.dynamic_update_slice_in_dim(b, x, runner.update * per_round, 0),
+        runner.buffer,
+        samples,
+    )
+    filled = (runner.update + 1) * per_round
+    net_params, opt_state, losses = make_fit(config, scorer, optimiser)(
+        runner.net_params, runner.opt_state, buffer, filled, k_fit
+    )
+    metrics = {
+        "losses/ranking_loss": jnp.mean(losses[-max(1, config.updates_per_round // 10) :]),
+        "charts/oracle_agreement": stats["agreement"],
+        "charts/regret": stats["regret"],
+        "charts/expert_share": stats["expert_share"],
+        "charts/episode_val_gain": stats["val_gain"],
+    }
+    runner = ImitationRunner(net_params, opt_state, buffer, key, runner.update + 1)
+    return runner, metrics
+
+
+def policy_params(runner: ImitationRunner) -> Any:
+    """The scorer parameters to deploy."""
+    return runner.net_params
+
+
+def make_train(
+    config: ImitationConfig, env: Any = None
+) -> Callable[[jax.Array, rollout.TrainingTasks], tuple[ImitationRunner, dict[str, jnp.ndarray]]]:
+    """Jitted `train(key, tasks) -> (runner, metrics per round)` for the whole run."""
+    return rollout.make_train(init, update, config, env)

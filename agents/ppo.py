@@ -30,9 +30,9 @@ import optax
 from flax import struct
 from flax.training.train_state import TrainState
 
-from agents import rollout
-from agents.networks import CandidateScorer
-from envs.core import ActiveLearningEnv, EnvConfig, Observation
+from metaal.agents import rollout
+from metaal.envs.core import ActiveLearningEnv, EnvConfig, Observation
+from metaal.policy_net import CandidateScorer, network
 
 
 @struct.dataclass
@@ -84,6 +84,10 @@ class PPOConfig:
         """Updates in the whole run (at least one)."""
         return max(1, self.total_steps // self.steps_per_update)
 
+    def with_updates(self, updates: int) -> PPOConfig:
+        """The same config running `updates` updates."""
+        return self.replace(total_steps=updates * self.steps_per_update)
+
     def check(self) -> None:
         """Raise a clear error for settings that cannot work."""
         if self.steps_per_update % self.num_minibatches:
@@ -117,11 +121,6 @@ class PPORunner:
     envs: rollout.Envs
     key: jax.Array
     update: jnp.ndarray  # updates done
-
-
-def network(config: PPOConfig) -> CandidateScorer:
-    """The actor-critic network of `config`."""
-    return CandidateScorer(hidden=tuple(config.hidden), state_hidden=config.state_hidden)
 
 
 def compute_gae(
@@ -158,7 +157,7 @@ def init(
     """A fresh run: network, optimiser, env slots, RNG."""
     config.check()
     env = env or ActiveLearningEnv(config.env)
-    net = network(config)
+    net = network(config.hidden, config.state_hidden)
     k_net, k_env, key = jax.random.split(key, 3)
     envs = rollout.reset(env, k_env, tasks, config.num_envs)
     first = jax.tree.map(lambda x: x[0], envs.obs)
@@ -183,7 +182,7 @@ def update(
 ) -> tuple[PPORunner, dict[str, jnp.ndarray]]:
     """One PPO update: a rollout of `num_steps` vector steps, GAE, then the epochs of SGD."""
     env = env or ActiveLearningEnv(config.env)
-    net = network(config)
+    net = network(config.hidden, config.state_hidden)
 
     def env_step(carry, _):
         train_state, envs, key = carry
@@ -270,11 +269,4 @@ def make_train(
     config: PPOConfig, env: Any = None
 ) -> Callable[[jax.Array, rollout.TrainingTasks], tuple[PPORunner, dict[str, jnp.ndarray]]]:
     """Jitted `train(key, tasks) -> (runner, metrics per update)` for the whole run."""
-
-    def train(key, tasks):
-        runner = init(config, key, tasks, env)
-        return jax.lax.scan(
-            lambda r, _: update(config, r, tasks, env), runner, None, config.num_updates
-        )
-
-    return jax.jit(train)
+    return rollout.make_train(init, update, config, env)

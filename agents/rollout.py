@@ -20,13 +20,14 @@ improvement, so easy and hard tasks weigh alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from envs.core import ActiveLearningEnv, EnvParams, Observation
+from metaal.envs.core import ActiveLearningEnv, EnvParams, Observation
 
 REWARD_NORMS = ("none", "task")
 #: Smallest per-task reward scale: tasks that barely improve are not blown up.
@@ -152,13 +153,35 @@ def episode_stats(out: StepOutput) -> dict[str, jnp.ndarray]:
 
 
 def detach_params(runner: Any) -> Any:
-    """The runner without its slots' env params (they are rebuilt from the task indices)."""
+    """The runner without its slots' env params (they are rebuilt from the task indices).
+
+    Runners without env slots (imitation's) are returned as they are.
+    """
+    if not hasattr(runner, "envs"):
+        return runner
     return runner.replace(envs=runner.envs.replace(params=None))
 
 
 def attach_params(runner: Any, tasks: TrainingTasks) -> Any:
     """Inverse of `detach_params`: gather every slot's params from `tasks` again."""
+    if not hasattr(runner, "envs"):
+        return runner
     return runner.replace(envs=runner.envs.replace(params=take(tasks.params, runner.envs.task)))
+
+
+def make_train(init: Callable, update: Callable, config: Any, env: Any = None) -> Callable:
+    """Jitted `train(key, tasks) -> (runner, metrics per update)`: a whole run as one `lax.scan`.
+
+    Every agent's `make_train` is this over its own `init` and `update`.
+    """
+
+    def train(key, tasks):
+        runner = init(config, key, tasks, env)
+        return jax.lax.scan(
+            lambda r, _: update(config, r, tasks, env), runner, None, config.num_updates
+        )
+
+    return jax.jit(train)
 
 
 def reward_scales(

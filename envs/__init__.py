@@ -13,7 +13,7 @@
 
 from gymnasium.envs.registration import register, registry
 
-from envs.core import (
+from metaal.envs.core import (
     REWARDS,
     ActiveLearningEnv,
     EnvConfig,
@@ -29,8 +29,8 @@ ENV_ID = "metaal/ActiveLearning-v0"
 if ENV_ID not in registry:
     register(
         id=ENV_ID,
-        entry_point="envs.gym:ActiveLearningGymEnv",
-        vector_entry_point="envs.gym:ActiveLearningVectorEnv",
+        entry_point="metaal.envs.gym:ActiveLearningGymEnv",
+        vector_entry_point="metaal.envs.gym:ActiveLearningVectorEnv",
     )
 
 __all__ = [

@@ -47,7 +47,7 @@ from flax import struct
 from metaal import features
 from metaal.data.batch import TaskBatch
 from metaal.features import Observation
-from metaal.learners import Learner, make_learner
+from metaal.learners import Learner, make_learner, parse_learner
 from metaal.strategies.base import Context
 
 REWARDS = ("gain", "aulc")
@@ -66,7 +66,8 @@ class EnvConfig:
     reward: str = "gain"
     """`gain` (validation gain) or `aulc` (validation accuracy after each step)."""
     learner: str = "logreg"
-    """Learner name in `metaal.learners.LEARNERS`."""
+    """Learner spec: a name in `metaal.learners.LEARNERS` with optional settings,
+    `name:key=value,...` (e.g. `mlp:hidden=64,weight_decay=0.001`)."""
     fit_steps: int = 5
     """Optimiser steps per warm-started refit."""
     init_fit_steps: int = 50
@@ -75,6 +76,9 @@ class EnvConfig:
     """Pool samples whose sorted confidences enter the state."""
     invalid_action_penalty: float = 1.0
     """Reward of an action on a masked candidate."""
+    features: tuple[str, ...] | None = None
+    """Candidate columns the env computes (`metaal.features.candidate_feature_names()`);
+    None: every column of the feature table when the env is built."""
 
     def __post_init__(self) -> None:
         if self.budget <= 0:
@@ -85,14 +89,18 @@ class EnvConfig:
             raise ValueError(f"n_candidates must be >= 1 or None, got {self.n_candidates}")
         if self.reward not in REWARDS:
             raise ValueError(f"unknown reward {self.reward!r}; choose one of {REWARDS}")
+        self.make_learner(cold=True)  # a bad learner spec fails here, with the known settings
+        if self.features is not None:  # JSON round trips give lists; configs must hash
+            object.__setattr__(self, "features", tuple(self.features))
 
     def make_learner(self, cold: bool) -> Learner:
         """The configured learner for the cold fit at reset or for warm refits."""
-        if self.learner == "logreg":
-            if cold:
-                return make_learner("logreg", steps=self.init_fit_steps, power_iters=12)
-            return make_learner("logreg", steps=self.fit_steps, power_iters=1)
-        return make_learner(self.learner, steps=self.init_fit_steps if cold else self.fit_steps)
+        name, settings = parse_learner(self.learner)
+        overrides: dict[str, Any] = {"steps": self.init_fit_steps if cold else self.fit_steps}
+        if name == "logreg" and "power_iters" not in settings:
+            # the cold fit starts its curvature estimate from scratch; warm refits carry it
+            overrides["power_iters"] = 12 if cold else 1
+        return make_learner(self.learner, **overrides)
 
 
 @struct.dataclass
@@ -201,6 +209,11 @@ class ActiveLearningEnv:
 
     def __init__(self, config: EnvConfig = EnvConfig()) -> None:
         self.config = config
+        # fixed at construction, so a feature registered later changes no compiled env
+        self.features = (
+            features.candidate_feature_names() if config.features is None else config.features
+        )
+        features.column_bounds(self.features, 1)  # an unknown column fails here, not in a trace
         self.learner_init = config.make_learner(cold=True)
         self.learner_step = config.make_learner(cold=False)
         self.reset = jax.jit(self.reset_env)
@@ -253,22 +266,25 @@ class ActiveLearningEnv:
         cand_X = task.pool_X[state.candidates]
         probe_X = task.pool_X[state.probe]
         n_pool = jnp.maximum(params.n_pool, 1)
-        return features.observation(
-            self.learner_step.member_proba(state.learner, cand_X, task.class_mask),
-            cand_X,
-            state.dist_labeled[state.candidates],
-            params.density[state.candidates],
-            state.candidate_mask,
-            self.learner_step.predict_proba(state.learner, probe_X, task.class_mask),
-            task.pool_mask[state.probe],
-            state.class_counts,
-            task.class_mask,
-            task.feature_mask,
-            state.step / self.config.budget,
-            state.n_labeled / n_pool,
-            state.val_score,
-            state.val_score - state.initial_val_score,
+        inputs = features.StepInputs(
+            cand_member_probs=self.learner_step.member_proba(
+                state.learner, cand_X, task.class_mask
+            ),
+            cand_X=cand_X,
+            cand_dist_labeled=state.dist_labeled[state.candidates],
+            cand_density=params.density[state.candidates],
+            cand_mask=state.candidate_mask,
+            probe_probs=self.learner_step.predict_proba(state.learner, probe_X, task.class_mask),
+            probe_mask=task.pool_mask[state.probe],
+            labeled_class_counts=state.class_counts,
+            class_mask=task.class_mask,
+            feature_mask=task.feature_mask,
+            budget_used=state.step / self.config.budget,
+            labeled_fraction=state.n_labeled / n_pool,
+            val_score=state.val_score,
+            val_gain_so_far=state.val_score - state.initial_val_score,
         )
+        return features.observation(inputs, self.features)
 
     def context(self, state: EnvState, params: EnvParams) -> Context:
         """Raw arrays of the current step for heuristic strategies (see `metaal.strategies`).

@@ -43,9 +43,16 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.core import ActiveLearningEnv, EnvConfig, EnvParams, EnvState, check_fits, make_params
 from metaal import features
 from metaal.data import Split, Task, load_task, make_split, pad_split, stack_splits, suite_names
+from metaal.envs.core import (
+    ActiveLearningEnv,
+    EnvConfig,
+    EnvParams,
+    EnvState,
+    check_fits,
+    make_params,
+)
 
 TaskSpec = Task | Split | str | Sequence[Task | Split | str]
 
@@ -104,39 +111,18 @@ def prepare_tasks(
     return PreparedTasks(names=tuple(s.name for s in splits), params=params)
 
 
-def _candidate_bounds(c: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column bounds of the candidate features (see `metaal.features`).
-
-    Probabilities, densities, shares and ranks lie in [0, 1]; distances and
-    gradient lengths are >= 0 and unbounded; a z-score among at most `c`
-    values has |z| <= sqrt(c - 1).
-    """
-    low, high = [], []
-    for name in features.CANDIDATE_FEATURES:
-        if name.startswith("z_"):
-            low.append(-np.sqrt(c))
-            high.append(np.sqrt(c))
-        elif name in ("dist_labeled", "egl"):
-            low.append(0.0)
-            high.append(np.inf)
-        else:
-            low.append(0.0)
-            high.append(1.0)
-    shape = (c, features.N_CANDIDATE_FEATURES)
-    return (
-        np.broadcast_to(np.float32(low), shape).copy(),
-        np.broadcast_to(np.float32(high), shape).copy(),
-    )
-
-
 def observation_space(config: EnvConfig, n_pool: int) -> spaces.Dict:
     """The Dict observation space of one env over a (padded) pool of `n_pool` samples.
 
     Every state feature lies in [-1, 1] (the validation gain so far can be
-    negative); see `_candidate_bounds` for the candidate features.
+    negative); the candidate columns are the env's `features`, with the
+    bounds of the feature table (`metaal.features.column_bounds`).
     """
     c = config.n_candidates or n_pool
-    low, high = _candidate_bounds(c)
+    names = core_env(config).features
+    low, high = features.column_bounds(names, c)
+    low = np.broadcast_to(low, (c, len(names))).copy()
+    high = np.broadcast_to(high, (c, len(names))).copy()
     return spaces.Dict(
         {
             "state": spaces.Box(

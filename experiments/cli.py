@@ -20,11 +20,17 @@ from collections.abc import Sequence
 
 #: subcommand -> (module with add_arguments/main, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "datasets": ("experiments.datasets", "list the dataset suites with rows, features, classes"),
-    "train": ("experiments.train", "meta-train a query policy on a task suite"),
-    "evaluate": ("experiments.evaluate", "evaluate strategies on held-out datasets"),
-    "query": ("experiments.query", "pick the rows of your own data to annotate next"),
-    "demo": ("experiments.demo", "train the default policy and evaluate it on held-out data"),
+    "datasets": (
+        "metaal.experiments.datasets",
+        "list the dataset suites with rows, features, classes",
+    ),
+    "train": ("metaal.experiments.train", "meta-train a query policy on a task suite"),
+    "evaluate": ("metaal.experiments.evaluate", "evaluate strategies on held-out datasets"),
+    "query": ("metaal.experiments.query", "pick the rows of your own data to annotate next"),
+    "demo": (
+        "metaal.experiments.demo",
+        "train the default policy and evaluate it on held-out data",
+    ),
 }
 
 
@@ -36,7 +42,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
-            importlib.import_module(module).add_arguments(p)
+            importlib.import_module(module).add_arguments(p, argv)
     return parser
 
 

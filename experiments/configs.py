@@ -20,10 +20,11 @@ import dataclasses
 import typing
 from typing import Any
 
-from agents import AGENTS, get_agent
-from agents.dqn import DQNConfig
-from agents.ppo import PPOConfig
-from envs.core import EnvConfig
+from metaal.agents import AGENTS, get_agent
+from metaal.agents.dqn import DQNConfig
+from metaal.agents.imitation import ImitationConfig
+from metaal.agents.ppo import PPOConfig
+from metaal.envs.core import EnvConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +72,20 @@ class TrainSettings:
     """Deployment only: the exported policy re-ranks margin's `shortlist` most uncertain
     candidates (`metaal.policy_net.shortlisted_scorer`; 0: all). Training is unchanged."""
 
+    def __post_init__(self) -> None:
+        own = getattr(self.config, "shortlist", None)  # imitation trains behind its shortlist
+        if own is not None and own != self.shortlist:
+            raise ValueError(
+                f"the {self.agent} agent trains and deploys with one shortlist; its config says "
+                f"{own}, the settings {self.shortlist}: set --shortlist once"
+            )
+
+    def sections(self) -> dict[str, Any]:
+        """The flat-flag sections of the run (agent config, env, data, run)."""
+        return {"agent": self.config, "env": self.config.env, "data": self.data, "run": self.run}
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (what checkpoints and W&B record)."""
+        """JSON-able form (what checkpoints record)."""
         return {
             "agent": self.agent,
             "config": dataclasses.asdict(self.config),
@@ -154,6 +167,17 @@ _AGENT_CONFIGS = {
         hidden=(8,),
         state_hidden=8,
     ),
+    ("tiny", "imitation"): dict(
+        n_rounds=2,
+        n_envs=2,
+        n_labels=4,
+        n_policy_labels=4,
+        shortlist=4,
+        updates_per_round=5,
+        batch_size=8,
+        hidden=(8,),
+        state_hidden=8,
+    ),
     ("demo", "ppo"): dict(num_envs=64, num_steps=16, total_steps=500_000),
     ("demo", "dqn"): dict(num_envs=64, total_steps=500_000, buffer_size=8192),
     ("paper", "ppo"): dict(num_envs=128, num_steps=32, total_steps=20_000_000),
@@ -161,6 +185,86 @@ _AGENT_CONFIGS = {
 }
 
 PRESETS = ("tiny", "demo", "paper")
+
+# --- imitation recipes ----------------------------------------------------------------
+# The DAgger recipes of the imitation ablation (docs/RESULTS.md), each a change of the one
+# before. They train on `train` with one split per data set, whole-pool candidates, budget
+# 100, and data sets wider than 40 features projected on their leading components.
+
+_BASE = dict(
+    expert_set="val",
+    first_policy="oracle",
+    beta_decay=0.5,
+    targets="zscore",
+    shortlist=0,
+    n_labels=32,
+    n_policy_labels=8,
+    n_rounds=4,
+    n_envs=16,
+    updates_per_round=300,
+)
+_POOL = {**_BASE, "expert_set": "pool+val"}
+_M0 = {**_POOL, "first_policy": "margin", "beta_decay": 0.0}
+_SL16 = {**_M0, "targets": "episode", "shortlist": 16, "n_labels": 16, "n_policy_labels": 16}
+_BIG = {"n_rounds": 6, "n_envs": 32, "updates_per_round": 600}
+_HUGE = {"n_rounds": 8, "n_envs": 64, "updates_per_round": 800}
+
+#: name -> (what it changes, ImitationConfig fields, training suite)
+IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
+    "base": ("expert: validation look-ahead; free MLP scorer, listwise z-scores", _BASE, "train"),
+    "pool": ("expert measures accuracy on unlabelled pool + val (privileged)", _POOL, "train"),
+    "pool_linear": ("pool, linear ranker", {**_POOL, "hidden": ()}, "train"),
+    "pool_regression": ("pool, regression loss", {**_POOL, "loss": "regression"}, "train"),
+    "pool_pairwise": ("pool, pairwise RankNet loss", {**_POOL, "loss": "pairwise"}, "train"),
+    "pool_T2": ("pool, listwise temperature 2", {**_POOL, "temperature": 2.0}, "train"),
+    "m0": ("pool; margin acts in round 0, then the learner alone (beta 0)", _M0, "train"),
+    "m0_episode": (
+        "m0, targets centred per state and scaled per episode",
+        {**_M0, "targets": "episode"},
+        "train",
+    ),
+    "m0_episode_linear": (
+        "m0_episode, linear ranker",
+        {**_M0, "targets": "episode", "hidden": ()},
+        "train",
+    ),
+    "m0_episode_synthetic": (
+        "m0_episode on train + 32 synthetic tasks",
+        {**_M0, "targets": "episode"},
+        "train+synthetic:32",
+    ),
+    "sl16": ("m0_episode, re-ranking margin's 16 most uncertain candidates", _SL16, "train"),
+    "sl8": (
+        "sl16 with a shortlist of 8",
+        {**_SL16, "shortlist": 8, "n_labels": 8, "n_policy_labels": 8},
+        "train",
+    ),
+    "sl16_big": ("sl16 with 3x the data: 6 rounds x 32 envs", {**_SL16, **_BIG}, "train"),
+    "sl16_huge": ("sl16 with 8 rounds x 64 envs", {**_SL16, **_HUGE}, "train"),
+    "sl32_huge": (
+        "sl16_huge with a shortlist of 32",
+        {**_SL16, **_HUGE, "shortlist": 32, "n_labels": 32, "n_policy_labels": 32},
+        "train",
+    ),
+}
+#: The imitation recipe of the `demo` and `paper` presets.
+_IMITATION_PRESET_RECIPES = {"demo": "sl16_big", "paper": "sl16_huge"}
+_IMITATION_ENV = EnvConfig(budget=100, n_candidates=None)
+_IMITATION_RUN = RunConfig(chunk_updates=1, eval_every=2)
+
+
+def imitation_recipe(name: str) -> TrainSettings:
+    """The `TrainSettings` of imitation recipe `name` (`IMITATION_RECIPES`)."""
+    if name not in IMITATION_RECIPES:
+        raise ValueError(
+            f"unknown imitation recipe {name!r}; known: {', '.join(IMITATION_RECIPES)}"
+        )
+    _, fields, suite = IMITATION_RECIPES[name]
+    config = ImitationConfig(env=_IMITATION_ENV, **fields)
+    data = DataConfig(suite=suite, splits_per_task=1, max_features=40)
+    return TrainSettings(
+        agent="imitation", config=config, data=data, run=_IMITATION_RUN, shortlist=config.shortlist
+    )
 
 
 def env_config(name: str = "demo", **overrides: Any) -> EnvConfig:
@@ -170,14 +274,31 @@ def env_config(name: str = "demo", **overrides: Any) -> EnvConfig:
 
 
 def preset(name: str = "demo", agent: str = "ppo") -> TrainSettings:
-    """The `TrainSettings` of preset `name` for `agent` (`ppo` or `dqn`)."""
-    _check_preset(name)
+    """The `TrainSettings` of preset `name` for `agent` (an imitation recipe for `imitation`)."""
     spec = get_agent(agent)
+    if agent == "imitation" and name in IMITATION_RECIPES:
+        return imitation_recipe(name)
+    _check_preset(name, agent)
+    if agent == "imitation" and name in _IMITATION_PRESET_RECIPES:
+        return imitation_recipe(_IMITATION_PRESET_RECIPES[name])
     config = spec.config(env=_ENVS[name], **_AGENT_CONFIGS[name, agent])
     run = _RUNS[name]
     if agent == "dqn" and name in _DQN_CHUNK_UPDATES:
         run = dataclasses.replace(run, chunk_updates=_DQN_CHUNK_UPDATES[name])
-    return TrainSettings(agent=agent, config=config, data=_DATA[name], run=run)
+    if agent == "imitation":  # a DAgger round is long: a checkpoint after each
+        run = dataclasses.replace(run, chunk_updates=1)
+    return TrainSettings(
+        agent=agent,
+        config=config,
+        data=_DATA[name],
+        run=run,
+        shortlist=getattr(config, "shortlist", 0),
+    )
+
+
+def preset_names(agent: str) -> tuple[str, ...]:
+    """The presets `agent` accepts."""
+    return PRESETS + (tuple(IMITATION_RECIPES) if agent == "imitation" else ())
 
 
 #: Seeds voting in the shipped default policy (`metaal train --members`; 5 rather than 3 by
@@ -211,9 +332,11 @@ def default_policy_settings(seed: int = 0) -> TrainSettings:
     )
 
 
-def _check_preset(name: str) -> None:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+def _check_preset(name: str, agent: str = "ppo") -> None:
+    if name not in preset_names(agent):
+        raise ValueError(
+            f"unknown preset {name!r} for {agent}; known presets: {', '.join(preset_names(agent))}"
+        )
 
 
 __all__ = [
@@ -222,11 +345,15 @@ __all__ = [
     "DataConfig",
     "DQNConfig",
     "DEFAULT_POLICY_COMMAND",
+    "IMITATION_RECIPES",
+    "ImitationConfig",
     "DEFAULT_POLICY_MEMBERS",
     "PPOConfig",
     "RunConfig",
     "TrainSettings",
     "default_policy_settings",
     "env_config",
+    "imitation_recipe",
     "preset",
+    "preset_names",
 ]

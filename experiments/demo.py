@@ -16,7 +16,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from metaal import metrics, tracking
@@ -25,7 +28,7 @@ DEFAULT_SEEDS = 20
 DEFAULT_BUDGET = 100
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     """Options of `metaal demo`."""
     parser.add_argument("--quick", action="store_true", help="use the shipped policy, no training")
     parser.add_argument("--out", help="run folder (default: runs/demo__<time>)")
@@ -33,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="queries per run")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--no-oracle", action="store_true", help="skip the oracle reference")
+    parser.add_argument(
+        "--learner",
+        default="logreg",
+        help="the env's learner in training and evaluation: a name (logreg, mlp, ensemble) "
+        "with optional settings, name:key=value,... (default: logreg)",
+    )
     parser.add_argument(
         "--wandb-mode", choices=tracking.MODES, default="offline", help="W&B logging mode"
     )
@@ -62,12 +71,18 @@ def summary_table(results_csv: Path, learned: str = "learned") -> str:
 
 def main(args: argparse.Namespace) -> int:
     """Train (unless --quick), evaluate on `heldout`, print the summary."""
-    from experiments import configs
-    from experiments.evaluate import evaluate
-    from experiments.train import train
     from metaal.data import suite_names
+    from metaal.experiments import configs
+    from metaal.experiments.evaluate import evaluate
+    from metaal.experiments.train import train
+    from metaal.learners import parse_learner
     from metaal.strategies import HEURISTICS
 
+    try:
+        parse_learner(args.learner)  # a bad spec fails before any compute
+    except ValueError as err:
+        print(f"metaal demo: error: {err}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     out = Path(args.out or f"runs/demo__{int(time.time())}")
     if args.quick:
@@ -81,8 +96,10 @@ def main(args: argparse.Namespace) -> int:
             f"{configs.DEFAULT_POLICY_COMMAND}",
             flush=True,
         )
+        settings = configs.default_policy_settings(args.seed)
+        env = dataclasses.replace(settings.config.env, learner=args.learner)
         policy = train(
-            configs.default_policy_settings(args.seed),
+            dataclasses.replace(settings, config=settings.config.replace(env=env)),
             out / "train",
             wandb_mode=args.wandb_mode,
             command="metaal demo (training step)",
@@ -97,6 +114,7 @@ def main(args: argparse.Namespace) -> int:
         strategies=strategies,
         seeds=args.seeds,
         budget=args.budget,
+        learner=args.learner,
         out_dir=out / "eval",
         wandb_mode=args.wandb_mode,
         policy=policy,

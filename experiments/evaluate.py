@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,12 +42,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from envs.core import ActiveLearningEnv, EnvConfig, check_fits, make_params
-from experiments import report
 from metaal import metrics, tracking
 from metaal.data import Task, load_task, make_split, stack_splits, suite_names
 from metaal.data.batch import TaskBatch
-from metaal.strategies import HEURISTICS, Strategy, get_strategy, select
+from metaal.envs.core import ActiveLearningEnv, EnvConfig, check_fits, make_params
+from metaal.experiments import report
+from metaal.strategies import HEURISTICS, Strategy, get_strategy, initial_memory, select
 from metaal.strategies.learned import LearnedStrategy
 
 DEFAULT_SEEDS = 20
@@ -65,6 +66,10 @@ class Entry:
 
     strategy: Strategy
     config: EnvConfig
+
+    def with_params(self, params: Any) -> Entry:
+        """The same entry scoring with other learned `params` (same compiled runner)."""
+        return dataclasses.replace(self, strategy=self.strategy._replace(params=params))
 
 
 # --- inputs ---------------------------------------------------------------------------
@@ -120,29 +125,31 @@ def resolve_strategies(
     return out
 
 
-def make_entries(
-    strategies: list[tuple[Strategy, int | None]],
-    budget: int,
-    n_initial: int,
-    n_candidates: int | None,
-    learner: str,
-) -> list[Entry]:
-    """Each strategy with its `EnvConfig`: one shared config but for the learner and probe size."""
-    base = EnvConfig(budget=budget, n_initial=n_initial, n_candidates=n_candidates, learner=learner)
-    entries = []
-    for strategy, probe in strategies:
-        config = dataclasses.replace(
-            base,
-            learner=strategy.learner or learner,
-            probe_size=probe or base.probe_size,
+def make_entries(strategies: list[tuple[Strategy, int | None]], base: EnvConfig) -> list[Entry]:
+    """Each strategy with its `EnvConfig`: `base` but for the learner, probe size and columns.
+
+    A policy's env computes exactly the candidate columns it was trained on.
+    """
+    return [
+        Entry(
+            strategy,
+            dataclasses.replace(
+                base,
+                learner=strategy.learner or base.learner,
+                probe_size=probe or base.probe_size,
+                features=strategy.features or base.features,
+            ),
         )
-        entries.append(Entry(strategy, config))
-    return entries
+        for strategy, probe in strategies
+    ]
 
 
-def make_batch(tasks: Sequence[Task], seeds: Sequence[int]) -> TaskBatch:
-    """Every (task, seed) split padded to common shapes, task-major: row t * S + s."""
-    return stack_splits([make_split(task, int(seed)) for task in tasks for seed in seeds])
+def make_batch(tasks: Sequence[Task], seeds: Sequence[int], **split: Any) -> TaskBatch:
+    """Every (task, seed) split padded to common shapes, task-major: row t * S + s.
+
+    `split` goes to `make_split` (`max_pool`, `max_val`, `max_test`, `max_features`).
+    """
+    return stack_splits([make_split(task, int(seed), **split) for task in tasks for seed in seeds])
 
 
 def check_budget(tasks: Sequence[Task], batch: TaskBatch, n_seeds: int, config: EnvConfig) -> None:
@@ -166,20 +173,27 @@ def seed_keys(seeds: Sequence[int]) -> jax.Array:
     return jnp.stack([jax.random.key(int(s)) for s in seeds])
 
 
-@functools.lru_cache(maxsize=64)
 def episode_runner(strategy: Strategy, config: EnvConfig):
-    """`jit(vmap(episode))`: (keys (E,), params (E, ...)) -> test accuracy and n_labeled, (E, B+1).
+    """`runner(keys (E,), params (E, ...), strategy_params)` -> accuracy, n_labeled (E, B+1).
 
-    Cached per (strategy, config), so repeated evaluations reuse the compiled code.
+    One `jit(vmap(episode))` per params-free strategy and config, cached, so
+    repeated evaluations (every evaluation during training, too) reuse the
+    compiled code; a learned policy's parameters are an argument
+    (`strategy.params`), never constants of the program.
     """
+    return _compiled_runner(strategy.without_params(), config)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_runner(strategy: Strategy, config: EnvConfig):
     env = ActiveLearningEnv(config)
 
-    def episode(key, params):
+    def episode(key, params, strategy_params):
         env_key, strategy_key = jax.random.split(key)
         reset_key, steps_key = jax.random.split(env_key)
         init_key, score_key, select_key = jax.random.split(strategy_key, 3)
         _, state = env.reset_env(reset_key, params)
-        memory = strategy.init(init_key, env.context(state, params))
+        memory = initial_memory(strategy, init_key, env.context(state, params), strategy_params)
 
         def step(carry, keys):
             state, memory = carry
@@ -198,21 +212,21 @@ def episode_runner(strategy: Strategy, config: EnvConfig):
             jnp.concatenate([state.n_labeled[None], n_labeled]),
         )
 
-    return jax.jit(jax.vmap(episode))
+    return jax.jit(jax.vmap(episode, in_axes=(0, 0, None)))
 
 
-def run_chunked(runner, keys: jax.Array, params, max_envs: int):
-    """`runner(keys, params)` over at most `max_envs` episodes at a time (bounded memory).
+def run_chunked(runner, keys: jax.Array, params, max_envs: int, strategy_params=None):
+    """`runner(keys, params, strategy_params)` over at most `max_envs` episodes at a time.
 
     The last chunk is padded with copies of episode 0, so every call has the
-    same shapes and the runner compiles once.
+    same shapes and the runner compiles once (bounded memory).
     """
     n = keys.shape[0]
     if n <= max_envs:
-        return runner(keys, params)
+        return runner(keys, params, strategy_params)
     index = np.concatenate([np.arange(n), np.zeros(-n % max_envs, int)])
     outputs = [
-        runner(keys[rows], jax.tree.map(lambda a, rows=rows: a[rows], params))
+        runner(keys[rows], jax.tree.map(lambda a, rows=rows: a[rows], params), strategy_params)
         for rows in np.split(index, len(index) // max_envs)
     ]
     return jax.tree.map(lambda *parts: jnp.concatenate(parts)[:n], *outputs)
@@ -240,6 +254,30 @@ def curves_frame(
     )
 
 
+def run_entries(
+    entries: Sequence[Entry],
+    names: Sequence[str],
+    seeds: Sequence[int],
+    params,
+    max_envs: int = DEFAULT_MAX_ENVS,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Results rows of every entry on the padded splits `params` (task-major, seeds `seeds`).
+
+    What `evaluate` and the evaluations during training both run: the same
+    keys (one per seed, whatever the strategy) and the same compiled runners.
+    """
+    keys = jnp.tile(seed_keys(seeds), len(names))
+    frames = []
+    for entry in tqdm(entries, desc="strategies", unit="strategy", disable=not progress):
+        runner = episode_runner(entry.strategy, entry.config)
+        acc, n_labeled = run_chunked(runner, keys, params, max_envs, entry.strategy.params)
+        frames.append(
+            curves_frame(names, seeds, entry.strategy.name, np.asarray(acc), np.asarray(n_labeled))
+        )
+    return pd.concat(frames, ignore_index=True)[list(metrics.RESULT_COLUMNS)]
+
+
 # --- the pipeline ---------------------------------------------------------------------
 
 
@@ -247,8 +285,8 @@ def evaluate(
     tasks_or_names: Sequence[Task | str],
     strategies: Sequence[Strategy | str] | None = None,
     seeds: int | Sequence[int] = DEFAULT_SEEDS,
-    budget: int = DEFAULT_BUDGET,
-    n_initial: int = DEFAULT_INITIAL,
+    budget: int | None = None,
+    n_initial: int | None = None,
     out_dir: str | Path | None = DEFAULT_OUT,
     wandb_mode: str = "offline",
     policy: LearnedStrategy | str | Path | None = None,
@@ -257,10 +295,12 @@ def evaluate(
     n_candidates: int | None = None,
     targets: Sequence[str | None] = (),
     suite: str = "custom",
-    learner: str = DEFAULT_LEARNER,
+    learner: str | None = None,
     wandb_project: str = WANDB_PROJECT,
     progress: bool = True,
     max_envs: int = DEFAULT_MAX_ENVS,
+    env: EnvConfig | None = None,
+    split: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Run every strategy on every task and seed; write the outputs to `out_dir`; return results.
 
@@ -270,12 +310,26 @@ def evaluate(
     `metaal.metrics.RESULT_COLUMNS`). `shortlist` puts the policy behind
     margin's shortlist of that size (`LearnedStrategy.with_shortlist`; 0 lifts
     the policy's own).
+
+    The env is `EnvConfig(budget, n_initial, n_candidates, learner)` (defaults:
+    budget 100, 5 initial labels, the whole pool as candidates, `logreg`),
+    or `env` itself, which then replaces those four arguments. `split` goes to
+    `make_split` (e.g. `max_pool`, `max_features`; default: its defaults).
     """
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds must be a positive count or a non-empty list of seeds")
     if wandb_mode not in tracking.MODES:
         raise ValueError(f"unknown W&B mode {wandb_mode!r}; choose one of {tracking.MODES}")
+    if env is None:
+        env = EnvConfig(
+            budget=DEFAULT_BUDGET if budget is None else budget,
+            n_initial=DEFAULT_INITIAL if n_initial is None else n_initial,
+            n_candidates=n_candidates,
+            learner=learner or DEFAULT_LEARNER,
+        )
+    elif (budget, n_initial, n_candidates, learner) != (None, None, None, None):
+        raise ValueError("pass budget, n_initial, n_candidates and learner inside env, not with it")
     policy_file = str(policy) if isinstance(policy, str | Path) else None
     if policy_file is not None:
         policy = LearnedStrategy.load(policy_file)
@@ -284,24 +338,16 @@ def evaluate(
             raise ValueError("--shortlist restricts a learned policy; add --policy")
         policy = policy.with_shortlist(shortlist)
     chosen = resolve_strategies(strategies, policy, policy_name)
-    entries = make_entries(chosen, budget, n_initial, n_candidates, learner)
+    entries = make_entries(chosen, env)
     tasks = load_tasks(tasks_or_names, targets)
     names = [t.name for t in tasks]
-    batch = make_batch(tasks, seeds)
+    batch = make_batch(tasks, seeds, **(split or {}))
     check_budget(tasks, batch, len(seeds), entries[0].config)
     params = jax.jit(jax.vmap(make_params))(batch)
-    keys = jnp.tile(seed_keys(seeds), len(tasks))
 
-    frames = []
     started = time.perf_counter()
-    for entry in tqdm(entries, desc="strategies", unit="strategy", disable=not progress):
-        runner = episode_runner(entry.strategy, entry.config)
-        acc, n_labeled = run_chunked(runner, keys, params, max_envs)
-        frames.append(
-            curves_frame(names, seeds, entry.strategy.name, np.asarray(acc), np.asarray(n_labeled))
-        )
+    results = run_entries(entries, names, seeds, params, max_envs, progress)
     elapsed = time.perf_counter() - started
-    results = pd.concat(frames, ignore_index=True)[list(metrics.RESULT_COLUMNS)]
 
     if out_dir is not None:
         config = {
@@ -311,10 +357,11 @@ def evaluate(
             "learners": {e.strategy.name: e.config.learner for e in entries},
             "references": [e.strategy.name for e in entries if not e.strategy.deployable],
             "seeds": seeds,
-            "budget": budget,
-            "n_initial": n_initial,
-            "n_candidates": n_candidates,
+            "budget": env.budget,
+            "n_initial": env.n_initial,
+            "n_candidates": env.n_candidates,
             "env": dataclasses.asdict(entries[0].config),
+            "split": split or {},
             "policy": policy_file,
             "policy_shortlist": None if policy is None else policy.config.get("shortlist", 0),
             "elapsed_seconds": elapsed,
@@ -359,7 +406,7 @@ def write_outputs(
 # --- command line ---------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     """Add the `metaal evaluate` options to `parser`."""
     data = parser.add_argument_group("data (at least one)")
     data.add_argument("--suite", help="task suite: heldout, train, synthetic[:N], a+b, or one name")
@@ -391,6 +438,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="candidates offered per step (default: the whole unlabelled pool)",
+    )
+    parser.add_argument(
+        "--learner",
+        default=DEFAULT_LEARNER,
+        help="the env's learner: a name (logreg, mlp, ensemble) with optional settings, "
+        "name:key=value,... e.g. mlp:hidden=64,weight_decay=0.001 (BALD always runs on "
+        f"ensemble) (default: {DEFAULT_LEARNER})",
     )
     parser.add_argument("--out", default=DEFAULT_OUT, help="output folder")
     parser.add_argument(
@@ -438,6 +492,7 @@ def main(args: argparse.Namespace) -> int:
             policy_name=args.name,
             shortlist=args.shortlist,
             n_candidates=args.n_candidates,
+            learner=args.learner,
             targets=targets,
             suite=args.suite or "data",
             wandb_project=args.wandb_project,

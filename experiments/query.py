@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Sequence
 
 import numpy as np
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     """Options of `metaal query`."""
     parser.add_argument(
         "--policy",
@@ -31,24 +32,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=10, help="rows to pick")
     parser.add_argument("--out", help="write the picks to this CSV (columns row,score,order)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for tie-breaking")
+    parser.add_argument(
+        "--learner",
+        help="the learner fitted on the labelled rows: a name (logreg, mlp, ensemble) with "
+        "optional settings, name:key=value,... (default: the policy's training learner, "
+        "logreg for heuristics)",
+    )
 
 
-def load_query_strategy(policy: str, seed: int):
-    """A scikit-activeml-style query object for a policy file, 'default' or a heuristic name."""
+def load_query_strategy(policy: str, seed: int, learner: str | None = None):
+    """A scikit-activeml-style query object for a policy file, 'default' or a heuristic name.
+
+    `learner` is a learner spec (`metaal.learners.parse_learner`); by default a
+    policy's own training learner, `logreg` for heuristics.
+    """
+    from metaal.learners import parse_learner
     from metaal.strategies import STRATEGIES
     from metaal.strategies.adapter import QueryStrategy
     from metaal.strategies.learned import LearnedStrategy
 
+    if learner is not None:
+        parse_learner(learner)  # a bad spec fails before any compute
     if policy in STRATEGIES:
-        return QueryStrategy(policy, random_state=seed)
+        return QueryStrategy(policy, random_state=seed, learner=learner or "logreg")
     learned = LearnedStrategy.load(policy)
     return QueryStrategy(
-        learned.to_strategy(), random_state=seed, probe_size=learned.probe_size or 32
+        learned.to_strategy(),
+        random_state=seed,
+        probe_size=learned.probe_size or 32,
+        learner=learner or learned.learner,
     )
 
 
 def pick(
-    X: np.ndarray, y: np.ndarray, policy: str, batch_size: int, seed: int = 0
+    X: np.ndarray,
+    y: np.ndarray,
+    policy: str,
+    batch_size: int,
+    seed: int = 0,
+    learner: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rows to annotate next and their scores; `y` holds class indices, NaN = unlabelled."""
     labelled = ~np.isnan(y)
@@ -63,7 +85,7 @@ def pick(
         raise ValueError(
             f"--batch-size {batch_size} must be between 1 and the {n_pool} unlabelled rows"
         )
-    qs = load_query_strategy(policy, seed)
+    qs = load_query_strategy(policy, seed, learner)
     idx, utilities = qs.query(X, y, batch_size=batch_size, return_utilities=True)
     idx = np.asarray(idx)
     scores = np.asarray(utilities)[np.arange(len(idx)), idx]
@@ -76,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         X, y, class_names = load_labelled_and_unlabelled(args.data, args.target)
-        idx, scores = pick(X, y, args.policy, args.batch_size, args.seed)
+        idx, scores = pick(X, y, args.policy, args.batch_size, args.seed, args.learner)
     except (DataError, ValueError) as err:
         print(f"metaal query: {err}", file=sys.stderr)
         return 2

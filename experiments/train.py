@@ -36,20 +36,21 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
-from agents import checkpoint, get_agent, make_chunk, rollout
-from envs.core import ActiveLearningEnv, EnvConfig, check_fits, make_params
-from experiments import configs
-from experiments.configs import TrainSettings
 from metaal import metrics, tracking
+from metaal.agents import checkpoint, get_agent, make_chunk, rollout
 from metaal.data import HELDOUT, check_heldout_unseen, load_task, make_split, suite_names
 from metaal.data.batch import pad_split, stack_splits
 from metaal.data.task import Split
-from metaal.policy_net import CandidateScorer, policy_config
-from metaal.strategies import get_strategy, select
+from metaal.envs.core import ActiveLearningEnv, EnvConfig, check_fits, make_params
+from metaal.experiments import configs, evaluate, flags
+from metaal.experiments.configs import DataConfig, TrainSettings
+from metaal.experiments.evaluate import make_batch
+from metaal.policy_net import policy_config
+from metaal.strategies import get_strategy
 
 WANDB_PROJECT = "metaal"
 DEFAULT_OUT = "runs/train"
@@ -71,7 +72,7 @@ def finalise(settings: TrainSettings) -> TrainSettings:
     updates = math.ceil(config.num_updates / per_chunk) * per_chunk
     return dataclasses.replace(
         settings,
-        config=config.replace(total_steps=updates * config.steps_per_update),
+        config=config.with_updates(updates),
         run=dataclasses.replace(settings.run, chunk_updates=per_chunk),
     )
 
@@ -120,21 +121,23 @@ def load_training_tasks(settings: TrainSettings, env: ActiveLearningEnv, key: ja
     params = stacked_params(splits, settings.config.env)
     training = rollout.training_tasks(env, params, settings.config.reward_norm, key)
 
-    eval_tasks = tasks[: settings.run.eval_tasks]
-    eval_splits = [
-        make_split(
-            t,
-            EVAL_SEED_OFFSET + s,
-            max_pool=data.max_pool,
-            max_val=data.max_val,
-            max_features=data.max_features,
-        )
-        for t in eval_tasks
-        for s in range(settings.run.eval_seeds)
-    ]
-    eval_names = [t.name for t in eval_tasks]
-    eval_params = stacked_params(eval_splits, settings.config.env) if eval_splits else None
+    eval_names = [t.name for t in tasks[: settings.run.eval_tasks]]
+    eval_params = None
+    if eval_names:
+        batch = make_batch(tasks[: settings.run.eval_tasks], eval_seeds(settings), **split_of(data))
+        check_fits(batch, settings.config.env, "evaluation tasks")
+        eval_params = jax.jit(jax.vmap(make_params))(batch)
     return training, eval_names, eval_params
+
+
+def eval_seeds(settings: TrainSettings) -> list[int]:
+    """Split seeds of the periodic evaluation: fresh splits, never trained on."""
+    return [EVAL_SEED_OFFSET + s for s in range(settings.run.eval_seeds)]
+
+
+def split_of(data: DataConfig) -> dict[str, Any]:
+    """The `make_split` settings of a run's data config."""
+    return {"max_pool": data.max_pool, "max_val": data.max_val, "max_features": data.max_features}
 
 
 # --- evaluation -----------------------------------------------------------------------
@@ -146,55 +149,45 @@ def make_env(config: EnvConfig) -> ActiveLearningEnv:
     return ActiveLearningEnv(config)
 
 
-@functools.lru_cache(maxsize=8)
-def evaluator(config: EnvConfig, hidden: tuple[int, ...], state_hidden: int) -> Callable:
-    """Jitted `(net_params, keys (E,), params (E, ...)) -> test accuracy curves (3, E, B + 1)`.
-
-    Rows follow `EVAL_STRATEGIES`: the network's greedy policy, random and
-    margin sampling. Every strategy gets the same keys, hence the same
-    initial sets and candidates (paired runs); one program runs all three.
-    """
-    env = make_env(config)
-    net = CandidateScorer(hidden=hidden, state_hidden=state_hidden)
-    baselines = [get_strategy(name) for name in EVAL_STRATEGIES[1:]]
-
-    def score(which, net_params, key, obs, ctx):
-        learned = net.apply(net_params, obs.state, obs.candidates, obs.action_mask)[0]
-        others = [strategy.score(key, obs, ctx, ())[0] for strategy in baselines]
-        return jnp.stack([learned, *others])[which]
-
-    def episode(which, net_params, key, params):
-        k_reset, k_steps = jax.random.split(key)
-        _, first = env.reset_env(k_reset, params)
-
-        def step(state, keys):
-            k_env, k_score, k_select = keys
-            obs = env.observe(state, params)
-            scores = score(which, net_params, k_score, obs, env.context(state, params))
-            action = select(scores, obs.action_mask, k_select)
-            _, state, _, _, _, info = env.step_env(k_env, state, action, params)
-            return state, info["test_score"]
-
-        keys = jax.random.split(k_steps, (config.budget, 3))
-        _, acc = jax.lax.scan(step, first, (keys[:, 0], keys[:, 1], keys[:, 2]))
-        acc0 = env.test_accuracy(first.learner, params.task)
-        return jnp.concatenate([acc0[None], acc])
-
-    runs = jax.vmap(episode, in_axes=(None, None, 0, 0))
-    strategies = jax.vmap(runs, in_axes=(0, None, None, None))
-    which = jnp.arange(len(EVAL_STRATEGIES))
-    return jax.jit(lambda net_params, keys, params: strategies(which, net_params, keys, params))
+def export_config(settings: TrainSettings, env_steps: int, command: str) -> dict[str, Any]:
+    """The policy config a run exports (network, features, provenance, shortlist)."""
+    config = settings.config
+    policy = policy_config(
+        config.hidden,
+        config.state_hidden,
+        config.env.probe_size,
+        features=make_env(config.env).features,
+        agent=settings.agent,
+        env=dataclasses.asdict(config.env),
+        suite=settings.data.suite,
+        seed=settings.run.seed,
+        env_steps=env_steps,
+        command=command,
+    )
+    return policy
 
 
-def eval_metrics(curves: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+def exported_policy(settings: TrainSettings, params: Any, config: dict[str, Any]):
+    """The `LearnedStrategy` the run exports for scorer `params` (its shortlist included)."""
+    return checkpoint.policy_of(params, config, settings.shortlist)
+
+
+def evaluation_entries(settings: TrainSettings, policy) -> list[evaluate.Entry]:
+    """The periodic evaluation's strategies (`EVAL_STRATEGIES`) in the training env's config."""
+    learned = (policy.to_strategy(EVAL_STRATEGIES[0]), policy.probe_size)
+    baselines = [(get_strategy(name), None) for name in EVAL_STRATEGIES[1:]]
+    return evaluate.make_entries([learned, *baselines], settings.config.env)
+
+
+def eval_metrics(results: pd.DataFrame) -> dict[str, float]:
     """`eval/<strategy>/{aulc,final_accuracy}` and `eval/<dataset>/<strategy>/aulc`."""
+    runs = metrics.run_table(results)
     out = {}
-    for strategy, acc in zip(EVAL_STRATEGIES, curves, strict=True):
-        per_task = acc.reshape(len(names), -1, acc.shape[-1])
-        out[f"eval/{strategy}/aulc"] = float(np.mean(metrics.aulc(per_task)))
-        out[f"eval/{strategy}/final_accuracy"] = float(np.mean(per_task[..., -1]))
-        for name, runs in zip(names, per_task, strict=True):
-            out[f"eval/{name}/{strategy}/aulc"] = float(np.mean(metrics.aulc(runs)))
+    for strategy, rows in runs.groupby("strategy", sort=False):
+        out[f"eval/{strategy}/aulc"] = float(rows["aulc"].mean())
+        out[f"eval/{strategy}/final_accuracy"] = float(rows["final_accuracy"].mean())
+        for name, per_task in rows.groupby("dataset", sort=False):
+            out[f"eval/{name}/{strategy}/aulc"] = float(per_task["aulc"].mean())
     return out
 
 
@@ -211,6 +204,9 @@ def compiled(agent_name: str, config: Any, chunk_updates: int) -> tuple[Callable
 
 
 def _chunk_log(stats: dict[str, np.ndarray]) -> dict[str, float]:
+    """Means over the chunk's updates; RL agents' episode sums become per-episode means."""
+    if "episodes" not in stats:  # imitation reports per-round means only
+        return {k: float(np.mean(v)) for k, v in stats.items()}
     episodes = float(np.sum(stats.pop("episodes")))
     returns = float(np.sum(stats.pop("episode_return_sum")))
     final_val = float(np.sum(stats.pop("final_val_score_sum")))
@@ -272,17 +268,23 @@ def train(
         runner = rollout.attach_params(checkpoint.restore(last, template), tasks)
     updates_done = int(runner.update)
     n_chunks = config.num_updates // settings.run.chunk_updates
-    evaluate = evaluator(config.env, tuple(config.hidden), config.state_hidden)
-    eval_keys = [
-        jax.random.key(EVAL_SEED_OFFSET + seed)
-        for _ in eval_names
-        for seed in range(settings.run.eval_seeds)
-    ]
+    # the exported policy, evaluated by `metaal evaluate`'s runners, compiled once per run
+    params = agent.policy_params(runner)
+    entries = evaluation_entries(
+        settings, exported_policy(settings, params, export_config(settings, 0, ""))
+    )
 
     run = tracking.init_run(
         WANDB_PROJECT,
         tracking.run_name(settings.data.suite, settings.agent, settings.run.seed),
-        {**settings.to_dict(), "command": command, "resumed_at_update": updates_done},
+        # flat, with the flags' names, so a W&B sweep agent can set any field by flag
+        {
+            "agent": settings.agent,
+            **flags.flat_config(settings.sections()),
+            "shortlist": settings.shortlist,
+            "command": command,
+            "resumed_at_update": updates_done,
+        },
         mode=wandb_mode,
         dir=out,
     )
@@ -323,9 +325,12 @@ def train(
         )
         last_chunk = index == n_chunks - 1
         every = settings.run.eval_every
-        if eval_keys and (last_chunk or (every and (index + 1) % every == 0)):
-            curves = evaluate(agent.policy_params(runner), jnp.stack(eval_keys), eval_params)
-            log.update(eval_metrics(np.asarray(curves), eval_names))
+        if eval_names and (last_chunk or (every and (index + 1) % every == 0)):
+            learned = entries[0].with_params(agent.policy_params(runner))
+            results = evaluate.run_entries(
+                [learned, *entries[1:]], eval_names, eval_seeds(settings), eval_params
+            )
+            log.update(eval_metrics(results))
         run.log(log, step=env_steps)
         with open(out / METRICS_FILE, "a") as f:
             f.write(json.dumps({"env_steps": env_steps, **log}) + "\n")
@@ -336,22 +341,11 @@ def train(
         bar.set_postfix(postfix)
     bar.close()
 
-    policy = checkpoint.export_policy(
-        out / checkpoint.POLICY_FILE,
+    policy = exported_policy(
+        settings,
         agent.policy_params(runner),
-        policy_config(
-            config.hidden,
-            config.state_hidden,
-            config.env.probe_size,
-            agent=settings.agent,
-            env=dataclasses.asdict(config.env),
-            suite=settings.data.suite,
-            seed=settings.run.seed,
-            env_steps=int(runner.update) * config.steps_per_update,
-            command=command,
-        ),
-        settings.shortlist,
-    )
+        export_config(settings, int(runner.update) * config.steps_per_update, command),
+    ).save(out / checkpoint.POLICY_FILE)
     run.update_summary({"policy": str(policy)})
     run.finish()
     return policy
@@ -428,98 +422,94 @@ def train_members(
 
 # --- command line ---------------------------------------------------------------------
 
-#: Options that change the config: not allowed with --resume (the run keeps its own).
-_CONFIG_OPTIONS = ("agent", "preset", "suite", "total_steps", "num_envs", "seed", "reward_norm",
-                   "budget", "n_candidates", "shortlist", "chunk_updates", "members")  # fmt: skip
+
+def _chosen(argv: Sequence[str]) -> TrainSettings:
+    """The preset the command line names (`--agent`, `--preset`), before its flags are added."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--agent", default="ppo")
+    pre.add_argument("--preset", default="demo")
+    known, _ = pre.parse_known_args(list(argv))
+    try:
+        return configs.preset(known.preset, known.agent)
+    except ValueError:  # reported by the full parser's choices, or by main
+        return configs.preset("demo", "ppo")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the `metaal train` options to `parser`."""
+def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
+    """Add the `metaal train` options to `parser`.
+
+    Besides the run's own options, every field of the chosen agent's config,
+    the env, the data and the run config is a flag (`metaal.experiments.flags`)
+    whose default in `--help` is the chosen preset's (`--agent`, `--preset`).
+    """
+    settings = _chosen(argv)
     parser.add_argument(
         "--agent",
-        choices=[*sorted(configs.AGENTS), "imitation"],
-        help="RL agent, or imitation (DAgger of the look-ahead oracle; default: ppo)",
+        choices=sorted(configs.AGENTS),
+        help="ppo, dqn, or imitation (DAgger of the look-ahead oracle) (default: ppo)",
     )
     parser.add_argument(
-        "--variant",
-        help="imitation recipe (experiments/research_imitation.py VARIANTS; default: the "
-        "recipe of the shipped default policy)",
+        "--preset",
+        choices=sorted({p for a in configs.AGENTS for p in configs.preset_names(a)}),
+        metavar="PRESET",
+        help="settings to start from: tiny, demo, paper; for imitation also a recipe "
+        f"({', '.join(configs.IMITATION_RECIPES)}) (default: demo)",
     )
     parser.add_argument(
         "--members",
         type=int,
         help="train this many runs (seeds --seed, --seed + 1, ...) and export their vote "
-        "(the mean of their standardised scores); default 1, imitation: as the shipped policy",
+        "(the mean of their standardised scores) (default: 1)",
     )
-    parser.add_argument(
-        "--preset", choices=configs.PRESETS, help="settings to start from (default: demo)"
-    )
-    parser.add_argument(
-        "--suite", help="training suite: train, synthetic[:N], train+synthetic, or a data set"
-    )
-    parser.add_argument("--total-steps", type=int, help="env steps of the run, all envs together")
-    parser.add_argument("--num-envs", type=int, help="envs stepped in parallel")
-    parser.add_argument("--seed", type=int, help="root seed (default: 0)")
-    parser.add_argument("--budget", type=int, help="queries per training episode (preset's)")
-    parser.add_argument(
-        "--n-candidates", type=int, help="random unlabelled candidates offered per step (preset's)"
-    )
-    parser.add_argument(
-        "--reward-norm",
-        choices=rollout.REWARD_NORMS,
-        help="`task` divides rewards by a per-task scale (full-pool minus initial accuracy)",
-    )
-    parser.add_argument(
-        "--shortlist",
-        type=int,
-        help="the exported policy re-ranks only margin's K most uncertain candidates "
-        "(deployment only; default 0: all candidates)",
-    )
-    parser.add_argument(
-        "--chunk-updates", type=int, help="updates per chunk, i.e. between checkpoints"
-    )
+    if settings.agent != "imitation":  # imitation's shortlist is a field of its config
+        parser.add_argument(
+            "--shortlist",
+            type=int,
+            help="the exported policy re-ranks only margin's K most uncertain candidates "
+            f"(deployment only; 0: all candidates) (default: {settings.shortlist})",
+        )
     parser.add_argument("--out", help=f"run folder (default: {DEFAULT_OUT}/<run name>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     parser.add_argument(
-        "--wandb-mode", choices=tracking.MODES, default="offline", help="W&B logging mode"
+        "--wandb-mode",
+        choices=tracking.MODES,
+        default="offline",
+        help="W&B logging mode (default: offline)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    flags.add_config_flags(
+        parser,
+        settings.sections(),
+        titles={
+            "agent": f"{settings.agent} settings",
+            "env": "training env settings",
+            "data": "training data settings",
+            "run": "run settings",
+        },
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> TrainSettings:
-    """The preset named by the arguments with their overrides applied."""
+    """The preset named by the arguments with every given field replaced."""
     settings = configs.preset(args.preset or "demo", args.agent or "ppo")
-    config = settings.config
-    overrides = {
-        "total_steps": args.total_steps,
-        "num_envs": args.num_envs,
-        "reward_norm": args.reward_norm,
-    }
-    for name, value in overrides.items():
-        if value is not None:
-            if name in ("total_steps", "num_envs") and value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
-            config = config.replace(**{name: value})
-    env_overrides = {"budget": args.budget, "n_candidates": args.n_candidates}
-    env_overrides = {k: v for k, v in env_overrides.items() if v is not None}
-    if env_overrides:  # EnvConfig checks them (budget and candidates must be positive)
-        config = config.replace(env=dataclasses.replace(config.env, **env_overrides))
-    data = (
-        settings.data
-        if args.suite is None
-        else dataclasses.replace(settings.data, suite=args.suite)
-    )
-    run = settings.run
-    if args.seed is not None:
-        run = dataclasses.replace(run, seed=args.seed)
-    if args.chunk_updates is not None:
-        if args.chunk_updates < 1:
-            raise ValueError(f"--chunk-updates must be positive, got {args.chunk_updates}")
-        run = dataclasses.replace(run, chunk_updates=args.chunk_updates)
-    shortlist = settings.shortlist if args.shortlist is None else args.shortlist
+    changed = flags.apply_flags(args, settings.sections())
+    config = changed["agent"].replace(env=changed["env"])
+    shortlist = getattr(config, "shortlist", None)
+    if shortlist is None:
+        shortlist = settings.shortlist if args.shortlist is None else args.shortlist
     if shortlist < 0:
         raise ValueError(f"--shortlist must be >= 0 (0: no shortlist), got {shortlist}")
-    return dataclasses.replace(settings, config=config, data=data, run=run, shortlist=shortlist)
+    for name in ("chunk_updates", "eval_seeds"):
+        value = getattr(changed["run"], name)
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    for name in ("total_steps", "num_envs", "n_rounds", "n_envs"):
+        value = getattr(config, name, 1)
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    return dataclasses.replace(
+        settings, config=config, data=changed["data"], run=changed["run"], shortlist=shortlist
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -527,34 +517,15 @@ def main(args: argparse.Namespace) -> int:
     argv = sys.argv[1:]
     command = "metaal " + shlex.join(argv[argv.index("train") :]) if "train" in argv else ""
     try:
-        if args.agent != "imitation" and args.variant:
-            raise ValueError("--variant is an imitation option; add --agent imitation")
-        if args.agent == "imitation":
-            recipe = [
-                o for o in ("budget", "n_candidates", "shortlist") if getattr(args, o) is not None
-            ]
-            if recipe:
-                flags = ", ".join("--" + o.replace("_", "-") for o in recipe)
-                raise ValueError(f"the imitation --variant sets {flags}; drop them")
-            from experiments.imitate import DEFAULT_MEMBERS, DEFAULT_VARIANT, train_imitation
-
-            if args.resume:
-                raise ValueError("imitation runs write no checkpoints; re-run without --resume")
-            out = args.out or str(Path(DEFAULT_OUT) / tracking.run_name("train", "imitation", 0))
-            policy = train_imitation(
-                out,
-                args.variant or DEFAULT_VARIANT,
-                args.seed or 0,
-                command=command,
-                members=DEFAULT_MEMBERS if args.members is None else args.members,
-            )
-        elif args.resume:
-            given = [o for o in _CONFIG_OPTIONS if getattr(args, o, None) is not None]
+        if args.resume:
+            sections = configs.preset(args.preset or "demo", args.agent or "ppo").sections()
+            given = flags.given_flags(args, sections)
+            given += [f"--{o}" for o in ("agent", "preset", "members", "shortlist")
+                      if getattr(args, o, None) is not None]  # fmt: skip
             if given:
-                flags = ", ".join("--" + o.replace("_", "-") for o in given)
                 raise ValueError(
-                    f"--resume continues {args.resume} with its saved config; drop {flags}, "
-                    "or start a new run with --out"
+                    f"--resume continues {args.resume} with its saved config; drop "
+                    f"{', '.join(given)}, or start a new run with --out"
                 )
             if args.out and Path(args.out) != Path(args.resume):
                 raise ValueError("--resume DIR continues in DIR; drop --out")

@@ -19,6 +19,7 @@ probabilities as the unpadded one.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -194,13 +195,19 @@ def make_mlp(
 # --- deep ensemble --------------------------------------------------------------------
 
 
-def make_ensemble(members: int = 5, base: str = "mlp", **base_kwargs: Any) -> Learner:
-    """An ensemble of `members` base learners with different random inits and bootstrap weights.
+def make_ensemble(
+    members: int = 5,
+    hidden: int = 32,
+    weight_decay: float = 1e-2,
+    lr: float = 0.3,
+    steps: int = 10,
+) -> Learner:
+    """An ensemble of `members` MLPs (`make_mlp`) with different random inits and bootstrap weights.
 
     `predict_proba` is the members' mean; `member_proba` feeds BALD-style
     disagreement features.
     """
-    inner = LEARNERS[base](**base_kwargs)
+    inner = make_mlp(hidden=hidden, weight_decay=weight_decay, lr=lr, steps=steps)
 
     def init(key, d, k):
         keys = jax.random.split(key, members)
@@ -238,8 +245,72 @@ LEARNERS: dict[str, Callable[..., Learner]] = {
 }
 
 
-def make_learner(name: str, **kwargs: Any) -> Learner:
-    """The learner registered as `name` (`logreg`, `mlp`, `ensemble`) with its hyper-parameters."""
+def parse_learner(spec: str) -> tuple[str, dict[str, Any]]:
+    """`"name"` or `"name:key=value,key=value"` -> (name, settings), checked against the factory.
+
+    Values are read as int, float or bool (`true`/`false`) as the factory's
+    defaults are; an unknown name or setting is an error listing the known ones.
+
+        parse_learner("mlp:hidden=64,weight_decay=0.001")  # ("mlp", {"hidden": 64, ...})
+    """
+    name, _, rest = str(spec).partition(":")
+    name = name.strip()
     if name not in LEARNERS:
-        raise ValueError(f"unknown learner {name!r}; known learners: {sorted(LEARNERS)}")
-    return LEARNERS[name](**kwargs)
+        raise ValueError(
+            f"unknown learner {name!r}; known learners: {', '.join(sorted(LEARNERS))} "
+            "(settings as name:key=value,key=value)"
+        )
+    defaults = learner_settings(name)
+    settings: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in defaults:
+            known = ", ".join(f"{k}={v}" for k, v in defaults.items())
+            raise ValueError(
+                f"learner {spec!r}: {item!r} is not a setting of {name!r}; its settings "
+                f"(with defaults) are {known}"
+            )
+        settings[key] = _parse_value(value.strip(), defaults[key], f"learner {spec!r}: {key}")
+    return name, settings
+
+
+def _parse_value(text: str, default: Any, what: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false"):
+                raise ValueError(text)
+            return text.lower() == "true"
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        return text
+    except ValueError as err:
+        raise ValueError(f"{what}: {text!r} is not a {type(default).__name__}") from err
+
+
+def learner_settings(name: str) -> dict[str, Any]:
+    """The settings of learner `name` that a spec may set, with their defaults."""
+    params = inspect.signature(LEARNERS[name]).parameters.values()
+    return {
+        p.name: p.default
+        for p in params
+        if p.default is not inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD
+    }
+
+
+def make_learner(spec: str, **overrides: Any) -> Learner:
+    """The learner of `spec` (`"logreg"`, `"mlp:hidden=64"`, ...; see `parse_learner`).
+
+    `overrides` are set by the caller (e.g. the env's optimiser steps); a
+    spec that sets one of them too is an error, so no setting is silently lost.
+    """
+    name, settings = parse_learner(spec)
+    clash = sorted(set(settings) & set(overrides))
+    if clash:
+        raise ValueError(
+            f"learner {spec!r}: {', '.join(clash)} is set by the environment config "
+            "(fit_steps / init_fit_steps); drop it from the learner spec"
+        )
+    return LEARNERS[name](**settings, **overrides)

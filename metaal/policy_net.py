@@ -1,15 +1,20 @@
-"""The candidate-scoring network of learned policies (Flax), and its rebuild from a policy config.
+"""Learned policies' scoring functions: the candidate-scoring network and every scorer factory.
 
-score_c = f(state, candidate_c): one set of weights scores every candidate,
-so the same network reads any number of candidates (32 in training, the
-whole pool at transfer time). Masked candidates get a score of -1e9. The
-value head (used by actor-critic agents) reads the state and a
-permutation-invariant (masked mean and max) summary of the candidate
-embeddings.
+A policy is `apply(params, obs) -> scores` (see `metaal.strategies.learned`).
+Functions cannot be stored in a file, so a policy file names the factory
+that rebuilds `apply` from its JSON config (`config["scorer"]`); every
+factory lives here:
 
-The network lives in `metaal` (not `agents`) so that a saved policy is
-rebuilt from its JSON config alone: `candidate_scorer(config)` is the scorer
-factory that `metaal.strategies.learned.LearnedStrategy.load` calls.
+- `candidate_scorer`: the shared-weight network, score_c = f(state,
+  candidate_c): one set of weights scores every candidate, so it reads any
+  number of candidates (32 in training, the whole pool at transfer time);
+- `linear_scorer`: `candidates @ w + b`, the simplest ranker;
+- `shortlisted_scorer`: either of those behind margin's shortlist;
+- `ensemble_scorer`: the vote of several members.
+
+A scorer reads the candidate columns its config names (`config["features"]`)
+by name from the observation, so a feature added to `metaal.features` later
+changes nothing a saved policy computes. Masked candidates score -1e9.
 
     config = policy_config(hidden=(64, 64), state_hidden=32, probe_size=32)
     policy = LearnedStrategy(candidate_scorer(config), net_params, config)
@@ -17,6 +22,7 @@ factory that `metaal.strategies.learned.LearnedStrategy.load` calls.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,13 +30,23 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metaal.features import CANDIDATE_FEATURES, Observation
+from metaal.features import DEFAULT_CANDIDATE_FEATURES, Observation
+
+Params = Any
+Apply = Callable[[Params, Observation], jnp.ndarray]
 
 NEG_INF = -1e9
-#: What `LearnedStrategy.load` imports to rebuild the scoring function.
+#: Scorer names a policy file's `config["scorer"]` may hold.
 SCORER = "metaal.policy_net:candidate_scorer"
+LINEAR_SCORER = "metaal.policy_net:linear_scorer"
 #: The same network (or a linear ranker) restricted to margin's `config["shortlist"]` candidates.
 SHORTLISTED_SCORER = "metaal.policy_net:shortlisted_scorer"
+#: The vote of several members (`vote`).
+ENSEMBLE_SCORER = "metaal.policy_net:ensemble_scorer"
+#: Where factories lived before; policy files written then still name them.
+_MOVED_SCORERS = {"metaal.strategies.learned:linear_scorer": LINEAR_SCORER}
+#: Packages a policy file's scorer factory may come from.
+TRUSTED_PACKAGES = ("metaal",)
 
 
 class CandidateScorer(nn.Module):
@@ -72,51 +88,101 @@ class CandidateScorer(nn.Module):
         return scores, value
 
 
+def network(hidden: Sequence[int], state_hidden: int) -> CandidateScorer:
+    """The `CandidateScorer` with these widths (what every agent trains)."""
+    return CandidateScorer(hidden=tuple(int(h) for h in hidden), state_hidden=int(state_hidden))
+
+
 def policy_config(
-    hidden: Sequence[int], state_hidden: int, probe_size: int, **extra: Any
+    hidden: Sequence[int],
+    state_hidden: int,
+    probe_size: int,
+    features: Sequence[str] = DEFAULT_CANDIDATE_FEATURES,
+    **extra: Any,
 ) -> dict[str, Any]:
     """The JSON config of a `CandidateScorer` policy (what `candidate_scorer` reads), plus `extra`.
 
-    `extra` records provenance (agent, env config, command, seed, ...); it
-    must be JSON-serialisable. A margin shortlist is added by
-    `LearnedStrategy.with_shortlist`.
+    An empty `hidden` is the linear ranker (`linear_scorer`: no state input).
+    `features` are the candidate columns the network was trained on (the
+    training env's `features`). `extra` records provenance (agent, env
+    config, command, seed, ...); it must be JSON-serialisable. A margin
+    shortlist is added by `LearnedStrategy.with_shortlist`.
     """
+    if not hidden:
+        linear = {"scorer": LINEAR_SCORER, "probe_size": int(probe_size)}
+        return {**linear, "features": list(features), **extra}
     return {
         "scorer": SCORER,
         "network": {"hidden": [int(h) for h in hidden], "state_hidden": int(state_hidden)},
         "probe_size": int(probe_size),
-        "features": list(CANDIDATE_FEATURES),
+        "features": list(features),
         **extra,
     }
 
 
-def candidate_scorer(config: dict[str, Any]) -> Callable[[Any, Observation], jnp.ndarray]:
-    """`apply(params, obs) -> scores` of the `CandidateScorer` described by `config["network"]`."""
-    trained_on = config.get("features")
-    if trained_on is not None and list(trained_on) != list(CANDIDATE_FEATURES):
-        raise ValueError(
-            f"the policy was trained on candidate features {trained_on}, but this metaal "
-            f"computes {list(CANDIDATE_FEATURES)}; retrain the policy with this version"
-        )
-    net = CandidateScorer(
-        hidden=tuple(config["network"]["hidden"]),
-        state_hidden=int(config["network"]["state_hidden"]),
-    )
+def trained_features(config: dict[str, Any]) -> tuple[str, ...]:
+    """The candidate columns a policy reads; files without the list read the built-in ones."""
+    return tuple(config.get("features", DEFAULT_CANDIDATE_FEATURES))
 
-    def apply(params: Any, obs: Observation) -> jnp.ndarray:
-        return net.apply(params, obs.state, obs.candidates, obs.action_mask)[0]
+
+def candidate_scorer(config: dict[str, Any]) -> Apply:
+    """`apply(params, obs) -> scores` of the `CandidateScorer` described by `config["network"]`."""
+    names = trained_features(config)
+    net = network(config["network"]["hidden"], config["network"]["state_hidden"])
+
+    def apply(params: Params, obs: Observation) -> jnp.ndarray:
+        return net.apply(params, obs.state, obs.columns(names), obs.action_mask)[0]
 
     return apply
 
 
+def linear_scorer(config: dict[str, Any]) -> Apply:
+    """`scores = candidates @ w + b` over the columns `config["features"]` (params `w`, `b`)."""
+    names = trained_features(config)
+
+    def apply(params: Params, obs: Observation) -> jnp.ndarray:
+        return obs.columns(names) @ params["w"] + params["b"]
+
+    return apply
+
+
+def linear_params(
+    weights: dict[str, float], names: Sequence[str] = DEFAULT_CANDIDATE_FEATURES
+) -> Params:
+    """Params of `linear_scorer` over the columns `names` from weights by column name."""
+    unknown = set(weights) - set(names)
+    if unknown:
+        raise ValueError(f"unknown candidate features {sorted(unknown)}; known: {', '.join(names)}")
+    w = jnp.array([weights.get(f, 0.0) for f in names], jnp.float32)
+    return {"w": w, "b": jnp.float32(0.0)}
+
+
+def resolve_scorer(spec: str) -> Callable[[dict], Apply]:
+    """The scorer factory named `spec` (`package.module:function` inside `TRUSTED_PACKAGES`)."""
+    spec = _MOVED_SCORERS.get(spec, spec)
+    module, _, function = spec.partition(":")
+    if not function or module.split(".")[0] not in TRUSTED_PACKAGES:
+        raise ValueError(
+            f"policy scorer {spec!r} must be 'package.module:function' inside one of "
+            f"{TRUSTED_PACKAGES}; was the file written by LearnedStrategy.save?"
+        )
+    try:
+        return getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(
+            f"policy scorer {spec!r} cannot be imported ({err}); install the package "
+            "that trained the policy"
+        ) from err
+
+
 def margin_shortlist(obs: Observation, k: int) -> jnp.ndarray:
     """Mask of the `k` most uncertain candidates by margin (read from the `rank_margin` column)."""
-    n = jnp.maximum(jnp.sum(obs.action_mask) - 1, 1)
-    rank = jnp.round(obs.candidates[..., CANDIDATE_FEATURES.index("rank_margin")] * n)
+    n = jnp.maximum(jnp.sum(obs.action_mask, axis=-1, keepdims=True) - 1, 1)
+    rank = jnp.round(obs.column("rank_margin") * n)
     return obs.action_mask & (rank < k)
 
 
-def shortlisted_scorer(config: dict) -> Callable[[Any, Observation], jnp.ndarray]:
+def shortlisted_scorer(config: dict) -> Apply:
     """Scorer factory of the network (or linear ranker) of `config` behind margin's shortlist.
 
     If `config["shortlist"]` is k > 0, only margin's k most uncertain
@@ -124,8 +190,6 @@ def shortlisted_scorer(config: dict) -> Callable[[Any, Observation], jnp.ndarray
     gets right (it never spends a label far from the decision boundary)
     and leaves the order of the most uncertain candidates to the policy.
     """
-    from metaal.strategies.learned import linear_scorer  # learned.py loads policy files
-
     inner = candidate_scorer(config) if "network" in config else linear_scorer(config)
     k = int(config.get("shortlist", 0))
     if not k:
@@ -137,11 +201,7 @@ def shortlisted_scorer(config: dict) -> Callable[[Any, Observation], jnp.ndarray
     return apply
 
 
-#: What `LearnedStrategy.ensemble` writes as the scorer of an ensemble policy.
-ENSEMBLE_SCORER = "metaal.policy_net:ensemble_scorer"
-
-
-def ensemble_scorer(config: dict) -> Callable[[Any, Observation], jnp.ndarray]:
+def ensemble_scorer(config: dict) -> Apply:
     """Scorer factory of ensembles: the mean of the members' standardised scores.
 
     `config["member_scorer"]` names the members' factory (they share one
@@ -151,8 +211,6 @@ def ensemble_scorer(config: dict) -> Callable[[Any, Observation], jnp.ndarray]:
     from different seeds cancels much of what one training run learns by
     chance.
     """
-    from metaal.strategies.learned import resolve_scorer  # learned.py loads policy files
-
     member_config = {**config, "scorer": config["member_scorer"]}
     inner = resolve_scorer(config["member_scorer"])(member_config)
 

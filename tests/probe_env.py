@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from envs.core import Observation
+from metaal.envs.core import Observation
 
 
 @struct.dataclass
@@ -80,7 +80,7 @@ class ProbeEnv:
 
 def probe_tasks(n: int = 3):
     """`TrainingTasks` of `n` probe tasks (zero offsets, unit reward scales)."""
-    from agents.rollout import TrainingTasks
+    from metaal.agents.rollout import TrainingTasks
 
     return TrainingTasks(
         params=ProbeParams(offset=jnp.zeros(n, jnp.float32)),

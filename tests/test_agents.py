@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from probe_env import ProbeEnv, ProbeParams, probe_tasks  # noqa: E402
 
-from agents import checkpoint, dqn, ppo, rollout  # noqa: E402
-from metaal.policy_net import policy_config  # noqa: E402
+from metaal.agents import checkpoint, dqn, ppo, rollout  # noqa: E402
+from metaal.policy_net import network, policy_config  # noqa: E402
 from metaal.strategies.learned import LearnedStrategy  # noqa: E402
 
 ENV = ProbeEnv(n_candidates=8, n_features=22, state_size=6, budget=4)
@@ -169,7 +169,9 @@ def dqn_run():
 
 def test_ppo_finds_the_optimal_policy_of_the_probe(ppo_run):
     config, runner, metrics = ppo_run
-    share = optimal_share(ppo.network(config), ppo.policy_params(runner), jax.random.key(7))
+    share = optimal_share(
+        network(config.hidden, config.state_hidden), ppo.policy_params(runner), jax.random.key(7)
+    )
     assert share >= OPTIMAL_SHARE, f"PPO picks the best candidate {share:.1%} of the time"
     # the episodic return rises from random choice towards the optimum
     returns = np.asarray(metrics["episode_return_sum"] / np.maximum(metrics["episodes"], 1))
@@ -178,7 +180,9 @@ def test_ppo_finds_the_optimal_policy_of_the_probe(ppo_run):
 
 def test_dqn_finds_the_optimal_policy_of_the_probe(dqn_run):
     config, runner, metrics = dqn_run
-    share = optimal_share(dqn.network(config), dqn.policy_params(runner), jax.random.key(7))
+    share = optimal_share(
+        network(config.hidden, config.state_hidden), dqn.policy_params(runner), jax.random.key(7)
+    )
     assert share >= OPTIMAL_SHARE, f"DQN picks the best candidate {share:.1%} of the time"
     assert float(np.asarray(metrics["losses/td_loss"])[-1]) < 0.01
     assert float(np.asarray(metrics["charts/epsilon"])[-1]) == pytest.approx(config.eps_end)
@@ -248,7 +252,7 @@ def test_exported_policy_loads_as_the_same_scorer(ppo_run, tmp_path):
     policy = LearnedStrategy.load(path)
     assert policy.config["agent"] == "ppo" and policy.probe_size == 4
     obs = jax.jit(jax.vmap(ENV.observe))(jax.random.split(jax.random.key(3), 5))
-    net = ppo.network(config)
+    net = network(config.hidden, config.state_hidden)
     expected = jax.jit(lambda p, o: net.apply(p, o.state, o.candidates, o.action_mask)[0])
     loaded = jax.jit(policy.apply)  # the network reads a batch of observations as well
     np.testing.assert_array_equal(loaded(policy.params, obs), expected(params, obs))
@@ -258,8 +262,8 @@ def test_exported_policy_loads_as_the_same_scorer(ppo_run, tmp_path):
 
 
 def test_reward_scale_is_the_achievable_gain_floored():
-    from envs.core import ActiveLearningEnv, EnvConfig, make_params
     from metaal.data import Task, make_split, stack_splits
+    from metaal.envs.core import ActiveLearningEnv, EnvConfig, make_params
 
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 100)

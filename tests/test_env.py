@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs.core import (
+from metaal import features
+from metaal.data import load_task, make_split, pad_split, stack_splits
+from metaal.envs.core import (
     ActiveLearningEnv,
     EnvConfig,
     check_fits,
@@ -17,9 +19,7 @@ from envs.core import (
     make_params,
     row_priorities,
 )
-from envs.gym import core_env
-from metaal import features
-from metaal.data import load_task, make_split, pad_split, stack_splits
+from metaal.envs.gym import core_env
 
 CFG = EnvConfig(budget=8, n_initial=4, n_candidates=8)
 SIZES = dict(max_pool=150, max_val=50, max_test=50)
@@ -34,7 +34,7 @@ NAMES = (
     "keel/vowel",
     "synthetic/3",
 )
-MARGIN = features.CANDIDATE_FEATURES.index("margin")
+MARGIN = features.DEFAULT_CANDIDATE_FEATURES.index("margin")
 SEEDS = (0, 1)
 RULES = (0, 1)  # 0: argmax of the margin feature; 1: uniformly random valid candidate
 

@@ -19,9 +19,10 @@ import pandas as pd
 import pytest
 from sklearn import datasets
 
-from experiments import evaluate
 from metaal import metrics
-from metaal.strategies.learned import LearnedStrategy, linear_params, linear_scorer
+from metaal.experiments import evaluate
+from metaal.policy_net import linear_params, linear_scorer
+from metaal.strategies.learned import LearnedStrategy
 
 SEEDS, BUDGET, INIT = 20, 20, 5
 STRATEGIES = ("margin", "random", "learned")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from sklearn.metrics import pairwise_distances
 
-from envs.core import ActiveLearningEnv, EnvConfig, make_params
 from metaal import features
 from metaal.data import load_task, make_split, pad_split
+from metaal.envs.core import ActiveLearningEnv, EnvConfig, make_params
+from metaal.strategies.learned import LearnedStrategy
 
 
 def test_squared_distances_match_sklearn_and_tie_exactly_for_duplicates():
@@ -35,8 +39,80 @@ def test_env_distance_to_the_labelled_set_matches_a_brute_force():
     X = split.pool_X
     expect = pairwise_distances(X, X[lab]).min(axis=1)
     np.testing.assert_allclose(np.asarray(state.dist_labeled)[: len(X)], expect, atol=1e-4)
-    col = features.CANDIDATE_FEATURES.index("dist_labeled")
+    col = features.DEFAULT_CANDIDATE_FEATURES.index("dist_labeled")
     cand = np.asarray(state.candidates)
     scaled = expect[cand] / np.sqrt(2 * X.shape[1])
     mask = np.asarray(obs.action_mask)
     np.testing.assert_allclose(np.asarray(obs.candidates[:, col])[mask], scaled[mask], atol=1e-5)
+
+
+def test_the_feature_table_drives_the_columns_and_their_bounds():
+    names = features.candidate_feature_names()
+    assert names == features.DEFAULT_CANDIDATE_FEATURES and len(names) == 22
+    assert names[:8] == features.BUILTIN_FEATURES
+    assert [n for n in names if n.startswith("rank_")] == [
+        "rank_entropy", "rank_margin", "rank_dist_labeled", "rank_density", "rank_egl",
+        "rank_disagreement",
+    ]  # fmt: skip
+    low, high = features.column_bounds(names, 17)
+    assert high[names.index("dist_labeled")] == np.inf and low[names.index("egl")] == 0.0
+    assert high[names.index("z_margin")] == np.float32(np.sqrt(17))
+    assert (low[names.index("rank_egl")], high[names.index("rank_egl")]) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="unknown candidate feature column 'nope'"):
+        features.column_bounds(("nope",), 4)
+    with pytest.raises(ValueError, match="prefixes z_ and rank_"):
+        features.register_feature(features.CandidateFeature("z_x", lambda s: s.cand_density, 0, 1))
+    with pytest.raises(ValueError, match="already registered"):
+        features.register_feature(
+            features.CandidateFeature("margin", lambda s: s.cand_density, 0, 1)
+        )
+
+
+def _query_default(X, y):
+    policy = LearnedStrategy.load("default")
+    return policy.query(X, y, batch_size=4, return_utilities=True)
+
+
+def test_registering_a_feature_leaves_the_default_policy_scoring_exactly_as_before():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(90, 5))
+    y = np.full(90, np.nan)
+    y[:8] = rng.integers(0, 3, size=8)
+    split = make_split(load_task("keel/wine"), 0, max_pool=120, max_val=40, max_test=40)
+    params = make_params(pad_split(split))
+    config = EnvConfig(budget=6, n_initial=3, n_candidates=16, probe_size=32)
+    policy = LearnedStrategy.load("default")
+
+    def env_scores():
+        # as `metaal evaluate` runs a policy: its env computes the columns it was trained on
+        env = ActiveLearningEnv(dataclasses.replace(config, features=policy.to_strategy().features))
+        everything = ActiveLearningEnv(config).reset(jax.random.key(0), params)[0]
+        obs, state = env.reset(jax.random.key(0), params)
+        obs, *_ = env.step(jax.random.key(1), state, 2, params)
+        return everything, np.asarray(jax.jit(policy.apply)(policy.params, obs))
+
+    picks, utilities = _query_default(X, y)
+    obs, scores = env_scores()
+    assert obs.features == policy.to_strategy().features
+    feature = features.CandidateFeature(
+        "sq_dist", lambda s: s.cand_dist_labeled**2, 0.0, np.inf, rank=False
+    )
+    features.register_feature(feature)
+    try:
+        picks_after, utilities_after = _query_default(X, y)
+        obs_after, scores_after = env_scores()
+    finally:
+        features.unregister_feature("sq_dist")
+    # the new feature is really computed: a raw and a z-score column more
+    assert len(obs_after.features) == len(obs.features) + 2
+    assert "sq_dist" in obs_after.features and "z_sq_dist" in obs_after.features
+    dist = np.asarray(obs_after.column("dist_labeled")) * np.sqrt(2 * split.pool_X.shape[1])
+    mask = np.asarray(obs_after.action_mask)
+    np.testing.assert_allclose(
+        np.asarray(obs_after.column("sq_dist"))[mask], dist[mask] ** 2, rtol=1e-4
+    )
+    # ... and the saved policy reads exactly the columns it was trained on
+    np.testing.assert_array_equal(obs_after.columns(obs.features), obs.candidates)
+    np.testing.assert_array_equal(scores_after, scores)
+    np.testing.assert_array_equal(picks_after, picks)
+    np.testing.assert_array_equal(utilities_after, utilities)

@@ -11,10 +11,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
-import envs
-from envs.gym import ActiveLearningGymEnv, ActiveLearningVectorEnv, core_env
-from metaal import features
+from metaal import envs, features
 from metaal.data import load_task
+from metaal.envs.gym import ActiveLearningGymEnv, ActiveLearningVectorEnv, core_env
 
 # Same settings (and shapes) as tests/test_env.py, so the compiled core is shared.
 KW = dict(
@@ -51,8 +50,8 @@ ACTIONS = [0, 5, 3, 3, 7, 1, 2, 6]
 
 def test_registered_with_string_entry_points():
     spec = gym.spec(envs.ENV_ID)
-    assert spec.entry_point == "envs.gym:ActiveLearningGymEnv"
-    assert spec.vector_entry_point == "envs.gym:ActiveLearningVectorEnv"
+    assert spec.entry_point == "metaal.envs.gym:ActiveLearningGymEnv"
+    assert spec.vector_entry_point == "metaal.envs.gym:ActiveLearningVectorEnv"
 
 
 def test_check_env_passes(env):
@@ -68,7 +67,7 @@ def test_spaces_and_python_return_types(env):
     space = env.observation_space
     assert isinstance(space, gym.spaces.Dict)
     assert set(space.spaces) == {"state", "candidates", "action_mask"}
-    assert space["candidates"].shape == (C, features.N_CANDIDATE_FEATURES)
+    assert space["candidates"].shape == (C, len(features.DEFAULT_CANDIDATE_FEATURES))
     assert env.action_space == gym.spaces.Discrete(C)
     obs, info = env.reset(seed=0)
     assert space.contains(obs)
@@ -181,7 +180,11 @@ def test_make_vec_builds_the_jitted_vector_env(venv):
     assert isinstance(venv.unwrapped, ActiveLearningVectorEnv)
     assert venv.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
     assert venv.num_envs == N_ENVS
-    assert venv.observation_space["candidates"].shape == (N_ENVS, C, features.N_CANDIDATE_FEATURES)
+    assert venv.observation_space["candidates"].shape == (
+        N_ENVS,
+        C,
+        len(features.DEFAULT_CANDIDATE_FEATURES),
+    )
 
 
 def test_vector_rows_equal_single_envs_across_autoreset(venv, env):

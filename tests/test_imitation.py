@@ -7,10 +7,11 @@ import optax
 import pytest
 from sklearn.datasets import make_classification
 
-from agents.imitation import (
+from metaal import features
+from metaal.agents import checkpoint, rollout
+from metaal.agents.imitation import (
     ImitationConfig,
     Samples,
-    as_policy,
     empty_buffer,
     expert_gains,
     make_episode,
@@ -23,9 +24,9 @@ from agents.imitation import (
     policy_scores,
     ranking_loss,
 )
-from envs.core import ActiveLearningEnv, EnvConfig, make_params
-from metaal import features
 from metaal.data import Task, make_split, pad_split, stack_splits
+from metaal.envs.core import ActiveLearningEnv, EnvConfig, make_params
+from metaal.policy_net import policy_config
 from metaal.strategies.learned import LearnedStrategy
 
 ENV = EnvConfig(budget=6, n_initial=3, n_candidates=None, probe_size=8)
@@ -175,11 +176,11 @@ def test_imitation_learns_to_pick_the_best_candidate_on_a_probe():
         env=ENV, n_labels=16, updates_per_round=400, batch_size=64, learning_rate=3e-3
     )
     n_state = features.n_state_features(ENV.probe_size)
-    column = features.CANDIDATE_FEATURES.index("density")
+    column = features.DEFAULT_CANDIDATE_FEATURES.index("density")
 
     def probe(key, n):
         k1, k2, k3 = jax.random.split(key, 3)
-        cand = jax.random.normal(k1, (n, 16, features.N_CANDIDATE_FEATURES))
+        cand = jax.random.normal(k1, (n, 16, len(features.DEFAULT_CANDIDATE_FEATURES)))
         mask = jax.random.uniform(k2, (n, 16)) < 0.8
         return Samples(
             state=jax.random.normal(k3, (n, n_state)),
@@ -205,7 +206,7 @@ def test_imitation_learns_to_pick_the_best_candidate_on_a_probe():
 
 def test_train_runs_dagger_rounds_and_is_reproducible():
     splits = [make_split(_task(s, d=4 + s), s) for s in range(2)]
-    tasks = jax.vmap(make_params)(stack_splits(splits))
+    tasks = rollout.training_tasks(None, jax.vmap(make_params)(stack_splits(splits)))
     config = ImitationConfig(
         env=ENV,
         n_rounds=2,
@@ -218,15 +219,26 @@ def test_train_runs_dagger_rounds_and_is_reproducible():
         batch_size=8,
     )
     train = make_train(config)
-    net, metrics = train(jax.random.key(0), tasks)
-    net2, _ = train(jax.random.key(0), tasks)
-    for a, b in zip(jax.tree.leaves(net), jax.tree.leaves(net2), strict=True):
+    runner, metrics = train(jax.random.key(0), tasks)
+    runner2, _ = train(jax.random.key(0), tasks)
+    a_leaves = jax.tree.leaves(checkpoint.keys_as_data(runner))
+    b_leaves = jax.tree.leaves(checkpoint.keys_as_data(runner2))
+    for a, b in zip(a_leaves, b_leaves, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert metrics["loss"].shape == (2,)
+    assert int(runner.update) == 2 and metrics["losses/ranking_loss"].shape == (2,)
     # round 0 is the expert's: every executed action is the expert's choice
-    assert metrics["expert_share"][0] == 1.0
-    assert np.all((metrics["agreement"] >= 0) & (metrics["agreement"] <= 1))
-    assert empty_buffer(config, 3).candidates.shape == (3, 4, features.N_CANDIDATE_FEATURES)
+    assert metrics["charts/expert_share"][0] == 1.0
+    agreement = metrics["charts/oracle_agreement"]
+    assert np.all((agreement >= 0) & (agreement <= 1))
+    # both rounds' states are in the buffer, nothing beyond
+    per_round = config.n_envs * ENV.budget
+    assert runner.buffer.mask.shape[0] == 2 * per_round
+    assert np.all(np.asarray(runner.buffer.mask).any(axis=1))
+    assert empty_buffer(config, 3).candidates.shape == (
+        3,
+        4,
+        len(features.DEFAULT_CANDIDATE_FEATURES),
+    )
 
 
 def test_config_rejects_bad_values():
@@ -244,7 +256,7 @@ def test_margin_shortlist_is_the_k_most_uncertain_candidates(params):
     env = ActiveLearningEnv(ENV)
     obs, _ = env.reset(jax.random.key(0), params)
     chosen = np.asarray(margin_shortlist(obs, 5))
-    margin = np.asarray(obs.candidates[:, features.CANDIDATE_FEATURES.index("margin")])
+    margin = np.asarray(obs.candidates[:, features.DEFAULT_CANDIDATE_FEATURES.index("margin")])
     valid = np.asarray(obs.action_mask)
     assert chosen.sum() == 5 and not np.any(chosen & ~valid)
     assert margin[chosen].max() <= margin[valid & ~chosen].min()
@@ -257,7 +269,8 @@ def test_saved_policy_scores_like_the_trained_scorer(tmp_path, params, hidden):
     net = scorer.init(jax.random.key(0))
     net = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(1), x.shape), net)
     obs, _ = ActiveLearningEnv(ENV).reset(jax.random.key(0), params)
-    policy = as_policy(config, net, seed=0)
+    exported = policy_config(hidden, config.state_hidden, ENV.probe_size, agent="imitation")
+    policy = checkpoint.policy_of(net, exported, config.shortlist)
     loaded = LearnedStrategy.load(policy.save(tmp_path / "p.msgpack"))
     expected = policy_scores(scorer, net, obs, config.shortlist)
     np.testing.assert_allclose(loaded.apply(loaded.params, obs), expected, rtol=1e-5)

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.cli import main
 from metaal.data import load_labelled_and_unlabelled
+from metaal.experiments.cli import main
 
 
 def _messy_csv(path, n=60, labelled=12, seed=0):

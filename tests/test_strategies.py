@@ -14,10 +14,11 @@ from skactiveml.base import SkactivemlClassifier
 from skactiveml.pool import CoreSet, UncertaintySampling
 
 from metaal import features
+from metaal.policy_net import linear_params, linear_scorer
 from metaal.strategies import HEURISTICS, STRATEGIES, Context, get_strategy, select
 from metaal.strategies.adapter import QueryStrategy, standardise
 from metaal.strategies.hybrid import ALBL_DELTA, ALBL_EXPERTS, _albl_constants
-from metaal.strategies.learned import LearnedStrategy, linear_params, linear_scorer
+from metaal.strategies.learned import LearnedStrategy
 from metaal.strategies.reference import ORACLE_CANDIDATES
 
 
@@ -350,7 +351,9 @@ def test_learned_policy_save_load_roundtrip(tmp_path):
     np.testing.assert_array_equal(back.params["w"], params["w"])
     obs = features.Observation(
         state=jnp.zeros(3),
-        candidates=jax.random.normal(jax.random.key(0), (5, features.N_CANDIDATE_FEATURES)),
+        candidates=jax.random.normal(
+            jax.random.key(0), (5, len(features.DEFAULT_CANDIDATE_FEATURES))
+        ),
         action_mask=jnp.ones(5, bool),
     )
     np.testing.assert_allclose(back.apply(back.params, obs), policy.apply(params, obs))
@@ -370,7 +373,9 @@ def test_ensemble_averages_standardised_member_scores_and_survives_a_file(tmp_pa
     both = LearnedStrategy.ensemble([a, b])
     obs = features.Observation(
         state=jnp.zeros(3),
-        candidates=jax.random.normal(jax.random.key(1), (6, features.N_CANDIDATE_FEATURES)),
+        candidates=jax.random.normal(
+            jax.random.key(1), (6, len(features.DEFAULT_CANDIDATE_FEATURES))
+        ),
         action_mask=jnp.asarray([True, True, True, True, True, False]),
     )
 
@@ -394,10 +399,12 @@ def test_a_shortlist_lets_a_policy_or_vote_rerank_only_margins_most_uncertain(tm
     config = {"scorer": "metaal.strategies.learned:linear_scorer"}
     a = LearnedStrategy(linear_scorer({}), linear_params({"density": 1.0}), config)
     b = LearnedStrategy(linear_scorer({}), linear_params({"dist_labeled": 1.0}), config)
-    candidates = jax.random.normal(jax.random.key(2), (6, features.N_CANDIDATE_FEATURES))
+    candidates = jax.random.normal(jax.random.key(2), (6, len(features.DEFAULT_CANDIDATE_FEATURES)))
     # margin ranks of the 5 valid candidates, as the env writes them: rank / (n_valid - 1)
     ranks = jnp.asarray([3.0, 0.0, 4.0, 1.0, 2.0, 0.0]) / 4
-    candidates = candidates.at[:, features.CANDIDATE_FEATURES.index("rank_margin")].set(ranks)
+    candidates = candidates.at[:, features.DEFAULT_CANDIDATE_FEATURES.index("rank_margin")].set(
+        ranks
+    )
     mask = jnp.asarray([True, True, True, True, True, False])
     obs = features.Observation(state=jnp.zeros(3), candidates=candidates, action_mask=mask)
     in_shortlist = np.array([False, True, False, True, False, False])  # margin ranks 0 and 1

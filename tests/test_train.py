@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import glob
 import json
 import os
 import subprocess
@@ -13,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents import checkpoint, rollout
-from experiments import configs
-from experiments import train as train_mod
+from metaal.agents import checkpoint, rollout
 from metaal.data import DataError
+from metaal.experiments import configs
+from metaal.experiments import train as train_mod
 from metaal.strategies.learned import LearnedStrategy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +111,7 @@ def test_one_member_exports_that_members_own_policy(tmp_path):
 def run_cli(*args, check=True):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments.cli", *args],
+        [sys.executable, "-m", "metaal.experiments.cli", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     if check:
@@ -149,7 +150,7 @@ def test_train_command_end_to_end_then_evaluate_its_policy(tmp_path):
 
 def parse(*argv):
     parser = argparse.ArgumentParser()
-    train_mod.add_arguments(parser)
+    train_mod.add_arguments(parser, argv)
     return parser.parse_args(argv)
 
 
@@ -157,7 +158,7 @@ def test_unknown_agent_lists_the_known_ones(capsys):
     with pytest.raises(SystemExit):
         parse("--agent", "sac")
     assert "dqn" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="known agents: dqn, ppo"):
+    with pytest.raises(ValueError, match="known agents: dqn, imitation, ppo"):
         configs.preset("tiny", "sac")
 
 
@@ -168,10 +169,10 @@ def test_unknown_suite_lists_the_known_ones(tmp_path, capsys):
     assert "unknown suite 'nope'" in err and "train, heldout, synthetic" in err
 
 
-def test_imitation_options_need_the_imitation_agent(tmp_path, capsys):
-    args = parse("--agent", "ppo", "--variant", "sl16", "--out", str(tmp_path), "--quiet")
-    assert train_mod.main(args) == 2
-    assert "add --agent imitation" in capsys.readouterr().err
+def test_flags_belong_to_the_chosen_agent_and_members_must_be_positive(tmp_path, capsys):
+    with pytest.raises(SystemExit):  # --n-rounds is an imitation setting, not PPO's
+        parse("--agent", "ppo", "--n-rounds", "3", "--out", str(tmp_path), "--quiet")
+    assert "unrecognized arguments: --n-rounds" in capsys.readouterr().err
     for agent in ("ppo", "imitation"):
         args = parse("--agent", agent, "--members", "0", "--out", str(tmp_path), "--quiet")
         assert train_mod.main(args) == 2
@@ -232,7 +233,7 @@ def test_the_recorded_default_command_is_the_demos_recipe():
     args = parse(*argv)
     assert args.members == configs.DEFAULT_POLICY_MEMBERS
     for seed in range(configs.DEFAULT_POLICY_MEMBERS):
-        args.seed = seed
+        setattr(args, "run.seed", seed)  # the flag --seed sets the run config's seed
         assert train_mod.settings_from_args(args) == configs.default_policy_settings(seed)
     shipped = LearnedStrategy.load("default").config
     assert shipped["command"] == configs.DEFAULT_POLICY_COMMAND
@@ -256,3 +257,65 @@ def test_dqn_and_ppo_chunks_hold_as_many_env_steps(name):
     ppo_chunk = ppo.run.chunk_updates * ppo.config.steps_per_update
     assert dqn.run.chunk_updates * dqn.config.steps_per_update == ppo_chunk
     assert dqn.run.eval_every == ppo.run.eval_every  # so both evaluate as often, in env steps
+
+
+def test_training_time_evaluation_equals_metaal_evaluate_of_the_exported_policy(tmp_path):
+    from metaal.experiments import evaluate
+
+    settings = dataclasses.replace(tiny("ppo", eval_tasks=1, eval_seeds=3), shortlist=2)
+    out = tmp_path / "run"
+    policy = train_mod.train(settings, out, wandb_mode="disabled", progress=False)
+    logged = json.loads((out / train_mod.METRICS_FILE).read_text().splitlines()[-1])
+    assert LearnedStrategy.load(policy).config["shortlist"] == 2
+    names = train_mod.training_names(settings.data.suite)[: settings.run.eval_tasks]
+    results = evaluate.evaluate(
+        names,
+        strategies=["random", "margin"],
+        seeds=train_mod.eval_seeds(settings),
+        policy=policy,
+        out_dir=None,
+        progress=False,
+        env=settings.config.env,
+        split=train_mod.split_of(settings.data),
+    )
+    aulc = results.groupby(["strategy", "seed"])["test_accuracy"].mean().groupby("strategy").mean()
+    for strategy in train_mod.EVAL_STRATEGIES:
+        assert logged[f"eval/{strategy}/aulc"] == pytest.approx(aulc[strategy], abs=1e-12)
+    assert aulc["learned"] != aulc["random"] or aulc["learned"] != aulc["margin"]
+
+
+def test_imitation_is_a_normal_agent_with_checkpoints_wandb_and_an_exact_resume(tmp_path):
+    from test_evaluate import wandb_records
+
+    out = tmp_path / "imitation"
+    args = parse("--agent", "imitation", "--preset", "tiny", "--out", str(out), "--quiet",
+                 "--wandb-mode", "offline")  # fmt: skip
+    assert train_mod.main(args) == 0
+    settings = configs.preset("tiny", "imitation")
+    policy = LearnedStrategy.load(out / "policy")
+    assert policy.config["agent"] == "imitation" and policy.config["shortlist"] == 4
+    assert len(checkpoint.list_checkpoints(out)) == settings.config.n_rounds  # one per round
+    (run_file,) = glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))
+    history, config = {}, {}
+    for record in wandb_records(Path(run_file)):
+        if record.WhichOneof("record_type") == "history":
+            for item in record.history.item:
+                history[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+        if record.WhichOneof("record_type") == "run":
+            config = {i.key: json.loads(i.value_json) for i in record.run.config.update}
+    assert config["agent"] == "imitation" and config["n_rounds"] == 2 and config["budget"] == 6
+    for key in ("losses/ranking_loss", "charts/oracle_agreement", "charts/SPS",
+                "eval/learned/aulc", "eval/margin/aulc"):  # fmt: skip
+        assert np.isfinite(history[key]), key
+    logged = json.loads((out / train_mod.METRICS_FILE).read_text().splitlines()[-1])
+    assert history["eval/learned/aulc"] == logged["eval/learned/aulc"]
+
+    # killed after its first round, then resumed: the same runner and policy, bit for bit
+    quiet = {"wandb_mode": "disabled", "progress": False}
+    assert train_mod.train(settings, tmp_path / "killed", stop_after_chunks=1, **quiet) is None
+    resumed = train_mod.train(None, tmp_path / "killed", resume=True, **quiet)
+    for x, y in zip(runner_leaves(out), runner_leaves(tmp_path / "killed"), strict=True):
+        np.testing.assert_array_equal(x, y)
+    again = LearnedStrategy.load(resumed)
+    for x, y in zip(jax.tree.leaves(policy.params), jax.tree.leaves(again.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

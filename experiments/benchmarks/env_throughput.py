@@ -27,7 +27,7 @@ scikit-learn's `LogisticRegression` (lbfgs, warm start) refitted after each
 label, BLAS limited to one thread (faster than two on these tiny fits);
 reset excluded.
 
-    python -m experiments.benchmarks.env_throughput [--envs 1024] [--budget 100]
+    python -m metaal.experiments.benchmarks.env_throughput [--envs 1024] [--budget 100]
 
 The last line is `env_steps_per_s=<float> reference_steps_per_s=<float> ratio=<float>`.
 """
@@ -83,8 +83,8 @@ def jax_worker(n_envs: int, budget: int, devices: int, repeats: int, run: bool) 
     from jax.sharding import Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from envs.core import ActiveLearningEnv, EnvConfig, make_params
     from metaal.data.batch import pad_split
+    from metaal.envs.core import ActiveLearningEnv, EnvConfig, make_params
 
     params = make_params(pad_split(reference_split()))
     jax.block_until_ready(params)
@@ -176,7 +176,7 @@ def run_worker(args: argparse.Namespace, devices: int, run: bool = True) -> dict
     cmd = [
         sys.executable,
         "-m",
-        "experiments.benchmarks.env_throughput",
+        "metaal.experiments.benchmarks.env_throughput",
         "--worker",
         json.dumps({"devices": devices, "run": run}),
         "--envs",
@@ -199,7 +199,7 @@ def reference_steps_per_s(budget: int, episodes: int) -> tuple[float, float]:
     """Steps per second of the numpy + scikit-learn env (reset excluded), and its mean return."""
     from threadpoolctl import threadpool_limits
 
-    from experiments.benchmarks.reference_env import ReferenceEnv
+    from metaal.experiments.benchmarks.reference_env import ReferenceEnv
 
     env = ReferenceEnv(reference_split(), budget=budget, n_candidates=CANDIDATES)
     rng = np.random.default_rng(0)

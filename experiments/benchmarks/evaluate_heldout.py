@@ -1,6 +1,6 @@
 """Time `evaluate` on the held-out suite: every deployable heuristic, 20 seeds, budget 100.
 
-    python -m experiments.benchmarks.evaluate_heldout [--out runs/bench_heldout] [--seeds 20]
+    python -m metaal.experiments.benchmarks.evaluate_heldout [--out runs/bench_heldout] [--seeds 20]
 
 Target: 12 data sets x 12 strategies x 20 seeds x 100 queries (whole pool
 as candidates) in at most 10 minutes on 2 CPU cores, compilation included.
@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from experiments import report
-from experiments.evaluate import evaluate
 from metaal import metrics
 from metaal.data import load_suite
+from metaal.experiments import report
+from metaal.experiments.evaluate import evaluate
 from metaal.strategies import HEURISTICS
 
 

@@ -17,19 +17,11 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
+from metaal import features
 from metaal.data.task import Split
 
-RANKED = ("entropy", "margin", "dist_labeled", "density", "egl", "disagreement")
-BASE = (
-    "entropy",
-    "margin",
-    "least_confidence",
-    "dist_labeled",
-    "density",
-    "egl",
-    "class_share",
-    "disagreement",
-)
+#: The columns, from the feature table; their values are computed here, in numpy, independently.
+COLUMNS = features.DEFAULT_CANDIDATE_FEATURES
 
 
 def pool_density(X: np.ndarray, n_reference: int = 512) -> np.ndarray:
@@ -119,7 +111,7 @@ class ReferenceEnv:
         return self.observe()
 
     def observe(self) -> dict[str, np.ndarray]:
-        """Candidate features (C, 22) and the state vector, as in `metaal.features`."""
+        """Candidate features (C, 22: `COLUMNS`) and the state vector, as in `metaal.features`."""
         s = self.split
         X = s.pool_X[self.candidates]
         probs = self._proba(X)
@@ -139,8 +131,8 @@ class ReferenceEnv:
             "class_share": share[probs.argmax(1)],
             "disagreement": np.zeros(len(X)),
         }
-        cols = [base[f] for f in BASE] + [_zscore(base[f]) for f in BASE]
-        cols += [_rank(base[f]) for f in RANKED]
+        form = {"raw": lambda f: f, "z": _zscore, "rank": _rank}
+        cols = [form[kind](base[f]) for kind, f in map(features.parse_column, COLUMNS)]
         probe = uncertainty(self._proba(s.pool_X[self.probe]))
         label_share = share[share > 0]
         state = np.concatenate(

@@ -12,7 +12,7 @@ Each agent's chunk of updates is compiled ahead of time, run once to warm
 up, then timed `--repeats` times; the best time counts. Compile time is
 printed but not counted.
 
-    python -m experiments.benchmarks.train_throughput [--envs 64] [--repeats 3]
+    python -m metaal.experiments.benchmarks.train_throughput [--envs 64] [--repeats 3]
 
 The last line is `ppo_steps_per_s=<float> dqn_steps_per_s=<float>`.
 """
@@ -27,12 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agents import get_agent, make_chunk, rollout
-from agents.dqn import DQNConfig
-from agents.ppo import PPOConfig
-from envs.core import ActiveLearningEnv, EnvConfig, make_params
-from experiments.benchmarks.env_throughput import reference_split
+from metaal.agents import get_agent, make_chunk, rollout
+from metaal.agents.dqn import DQNConfig
+from metaal.agents.ppo import PPOConfig
 from metaal.data.batch import stack_splits
+from metaal.envs.core import ActiveLearningEnv, EnvConfig, make_params
+from metaal.experiments.benchmarks.env_throughput import reference_split
 
 REFERENCE_ENV = EnvConfig(budget=100, n_initial=5, n_candidates=32, learner="logreg")
 #: Env steps per timed call, per agent (whole updates).

@@ -9,7 +9,7 @@ policies are `metaal.strategies.learned.LearnedStrategy`; any strategy
 answers scikit-activeml's `query` through `metaal.strategies.adapter`.
 """
 
-from metaal.strategies.base import Context, Strategy, select
+from metaal.strategies.base import Context, Strategy, initial_memory, select
 from metaal.strategies.distribution import CORESET, DENSITY, TYPICLUST
 from metaal.strategies.hybrid import ALBL, BADGE, INFO_DENSITY
 from metaal.strategies.reference import ORACLE, RANDOM
@@ -45,4 +45,12 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
-__all__ = ["HEURISTICS", "STRATEGIES", "Context", "Strategy", "get_strategy", "select"]
+__all__ = [
+    "HEURISTICS",
+    "STRATEGIES",
+    "Context",
+    "Strategy",
+    "get_strategy",
+    "initial_memory",
+    "select",
+]

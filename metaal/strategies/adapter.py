@@ -43,12 +43,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn.base import clone
 
 from metaal import features
 from metaal.data.task import fit_scaler
 from metaal.learners import make_learner
-from metaal.strategies.base import Context, Strategy, select
+from metaal.strategies.base import Context, Strategy, initial_memory, select
 
 #: Folds of the cross-validated accuracy that stands in for the validation score.
 CV_FOLDS = 5
@@ -96,10 +95,11 @@ def _compiled_learner(name: str, steps: int) -> CompiledLearner:
 
 @functools.cache
 def _compiled_score(strategy: Strategy) -> Callable:
-    return jax.jit(strategy.score)
+    return jax.jit(strategy.score)  # keyed by the params-free strategy (arrays do not hash)
 
 
-_observation = jax.jit(features.observation)
+# the column names are static: a feature registered later retraces instead of misreading
+_observation = jax.jit(features.observation, static_argnums=1)
 
 
 class QueryStrategy:
@@ -146,7 +146,7 @@ class QueryStrategy:
             if isinstance(random_state, np.random.RandomState)
             else np.random.RandomState(random_state)
         )
-        self._score = _compiled_score(strategy)
+        self._score = _compiled_score(strategy.without_params())
         self._episode: dict | None = None
 
     def reset(self) -> None:
@@ -200,6 +200,9 @@ class QueryStrategy:
         """Member probabilities (M, n, K), class index per row (-1 unlabelled), class mask (K,)."""
         if clf is not None:
             if not hasattr(clf, "classes_"):
+                # a scikit-learn estimator: scikit-learn is there (metaal's base install lacks it)
+                from sklearn.base import clone
+
                 clf = clone(clf).fit(X[labelled], y[labelled])
             classes = np.asarray(clf.classes_, dtype=np.float64)
             probs = np.asarray(clf.predict_proba(X), dtype=np.float32)
@@ -264,25 +267,27 @@ class QueryStrategy:
             mask = jnp.asarray(selectable)
             finite_dist = jnp.where(jnp.isfinite(dist), dist, 0.0)
             if learned:
-                obs = _observation(
-                    member,
-                    Xs,
-                    finite_dist,
-                    episode["density"],
-                    mask,
-                    probs[episode["probe"]],
-                    jnp.ones(self.probe_size, bool),
-                    counts,
-                    class_mask,
-                    jnp.ones(d, bool),
-                    jnp.float32(min((step0 + b) / self.budget, 1.0)),
-                    jnp.float32(n_labelled / n),
-                    jnp.float32(val),
-                    jnp.float32(val - episode["initial_val"]),
+                inputs = features.StepInputs(
+                    cand_member_probs=member,
+                    cand_X=Xs,
+                    cand_dist_labeled=finite_dist,
+                    cand_density=episode["density"],
+                    cand_mask=mask,
+                    probe_probs=probs[episode["probe"]],
+                    probe_mask=jnp.ones(self.probe_size, bool),
+                    labeled_class_counts=counts,
+                    class_mask=class_mask,
+                    feature_mask=jnp.ones(d, bool),
+                    budget_used=jnp.float32(min((step0 + b) / self.budget, 1.0)),
+                    labeled_fraction=jnp.float32(n_labelled / n),
+                    val_score=jnp.float32(val),
+                    val_gain_so_far=jnp.float32(val - episode["initial_val"]),
                 )
+                names = self.strategy.features or features.candidate_feature_names()
+                obs = _observation(inputs, names)
             else:  # heuristics read only the action mask of the observation
                 obs = features.Observation(
-                    state=jnp.zeros(0), candidates=jnp.zeros((n, 0)), action_mask=mask
+                    state=jnp.zeros(0), candidates=jnp.zeros((n, 0)), action_mask=mask, features=()
                 )
             ctx = Context(
                 cand_X=Xs,
@@ -352,6 +357,6 @@ class QueryStrategy:
             "probe": jnp.asarray(probe),
             "n_initial": len(lab_rows),
             "initial_val": None,
-            "memory": self.strategy.init(self._key(), ctx),
+            "memory": initial_memory(self.strategy, self._key(), ctx),
         }
         return self._episode

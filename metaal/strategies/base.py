@@ -12,7 +12,10 @@ task and seed at once.
   features X, predicted probabilities, the labelled set, the pool);
 - `memory` is the strategy's own state across the steps of one episode
   (e.g. ALBL's bandit weights), created by `init(key, ctx)`; stateless
-  strategies use `()`.
+  strategies use `()`. A strategy with `params` (a learned policy's scorer
+  parameters) starts every episode with `memory = params` instead: drivers
+  pass `params` to their compiled code as an argument, so one compiled
+  program serves every value of them (`initial_memory`).
 
 metaal imports no environment or agent code: the env builds the `Context`,
 and a learned strategy wraps a scoring function of the observation.
@@ -68,6 +71,25 @@ class Strategy(NamedTuple):
     init: Callable[..., Memory] = lambda key, ctx: ()
     deployable: bool = True  # False for references that peek at labels (the oracle)
     learner: str | None = None  # the env learner it needs (BALD: "ensemble"); None: any
+    params: Any = None  # learned parameters, the first memory of every episode (None: `init`)
+    # the candidate columns it reads (a learned policy's trained ones): drivers compute exactly
+    # these, in this order; None: the env's (all of the feature table)
+    features: tuple[str, ...] | None = None
+
+    def without_params(self) -> Strategy:
+        """The strategy with its params stripped: hashable, a cache key for compiled runners."""
+        return self._replace(params=None)
+
+
+def initial_memory(strategy: Strategy, key: jax.Array, ctx: Context, params: Any = None) -> Memory:
+    """The memory a strategy starts an episode with: `params` if it has any, else `init(key, ctx)`.
+
+    `params` defaults to `strategy.params`; drivers that compile once pass the
+    current values explicitly.
+    """
+    if params is None:
+        params = strategy.params
+    return strategy.init(key, ctx) if params is None else params
 
 
 def select(scores: jnp.ndarray, mask: jnp.ndarray, key: jax.Array) -> jnp.ndarray:

@@ -22,9 +22,7 @@ was trained with (the length of its state vector).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,57 +30,23 @@ import jax
 import jax.numpy as jnp
 from flax import serialization
 
-from metaal.features import CANDIDATE_FEATURES, Observation
+from metaal.policy_net import (
+    ENSEMBLE_SCORER,
+    LINEAR_SCORER,
+    SCORER,
+    SHORTLISTED_SCORER,
+    Apply,
+    Params,
+    resolve_scorer,
+    trained_features,
+)
 from metaal.strategies.base import Strategy
 
 FORMAT_VERSION = 1
+#: Seed of `LearnedStrategy.query` unless `config["random_state"]` sets another.
+DEFAULT_RANDOM_STATE = 0
 #: The shipped default policy (`LearnedStrategy.load("default")`, `--policy default`).
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default" / "policy.msgpack"
-#: Packages a policy file's scorer factory may come from.
-TRUSTED_PACKAGES = ("metaal",)
-#: Scorer name of linear policies (`linear_scorer`).
-LINEAR_SCORER = "metaal.strategies.learned:linear_scorer"
-
-Params = Any
-Apply = Callable[[Params, Observation], jnp.ndarray]
-
-
-def linear_scorer(config: dict) -> Apply:
-    """`scores = candidates @ w + b`: the simplest learned ranker (params `w` (F,), `b` ())."""
-    del config
-
-    def apply(params: Params, obs: Observation) -> jnp.ndarray:
-        return obs.candidates @ params["w"] + params["b"]
-
-    return apply
-
-
-def linear_params(weights: dict[str, float]) -> Params:
-    """Params of `linear_scorer` from weights by name (`metaal.features.CANDIDATE_FEATURES`)."""
-    unknown = set(weights) - set(CANDIDATE_FEATURES)
-    if unknown:
-        raise ValueError(
-            f"unknown candidate features {sorted(unknown)}; known: {', '.join(CANDIDATE_FEATURES)}"
-        )
-    w = jnp.array([weights.get(f, 0.0) for f in CANDIDATE_FEATURES], jnp.float32)
-    return {"w": w, "b": jnp.float32(0.0)}
-
-
-def resolve_scorer(spec: str) -> Callable[[dict], Apply]:
-    """The scorer factory named `spec` (`package.module:function` inside `TRUSTED_PACKAGES`)."""
-    module, _, function = spec.partition(":")
-    if not function or module.split(".")[0] not in TRUSTED_PACKAGES:
-        raise ValueError(
-            f"policy scorer {spec!r} must be 'package.module:function' inside one of "
-            f"{TRUSTED_PACKAGES}; was the file written by LearnedStrategy.save?"
-        )
-    try:
-        return getattr(importlib.import_module(module), function)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(
-            f"policy scorer {spec!r} cannot be imported ({err}); install the package "
-            "that trained the policy"
-        ) from err
 
 
 @dataclasses.dataclass
@@ -96,13 +60,19 @@ class LearnedStrategy:
 
     def to_strategy(self, name: str = "learned") -> Strategy:
         """The policy as a `Strategy`; its params travel as the strategy's memory (no constants)."""
-        params = self.params
         apply = self.apply
 
         def score(key, obs, ctx, memory):
             return apply(memory, obs), memory
 
-        return Strategy(name, "learned", score, init=lambda key, ctx: params)
+        return Strategy(
+            name, "learned", score, params=self.params, features=trained_features(self.config)
+        )
+
+    @property
+    def learner(self) -> str:
+        """The learner spec the policy was trained with (`logreg` if its file does not say)."""
+        return str(self.config.get("env", {}).get("learner", "logreg"))
 
     @property
     def probe_size(self) -> int | None:
@@ -168,17 +138,18 @@ class LearnedStrategy:
                 config["scorer"],
                 config.get("network"),
                 config.get("shortlist", 0),
+                trained_features(config),
             )
 
         for member in members[1:]:
             if architecture(member.config) != architecture(first):
                 raise ValueError(
-                    "ensemble members must share scorer, network and shortlist; got "
+                    "ensemble members must share scorer, network, shortlist and features; got "
                     f"{architecture(first)} and {architecture(member.config)}"
                 )
         config = {
             **first,
-            "scorer": "metaal.policy_net:ensemble_scorer",
+            "scorer": ENSEMBLE_SCORER,
             "member_scorer": first["scorer"],
             "members": [m.config for m in members],
         }
@@ -192,13 +163,11 @@ class LearnedStrategy:
         linear policies and for votes of them; replaces any shortlist the
         policy had.
         """
-        from metaal.policy_net import ENSEMBLE_SCORER, SCORER, SHORTLISTED_SCORER
-
         if k < 0:
             raise ValueError(f"shortlist must be >= 0 (0: no shortlist), got {k}")
         key = "member_scorer" if self.config["scorer"] == ENSEMBLE_SCORER else "scorer"
         restrictable = (SCORER, SHORTLISTED_SCORER, LINEAR_SCORER)
-        if self.config[key] not in restrictable:
+        if resolve_scorer(self.config[key]) not in [resolve_scorer(s) for s in restrictable]:
             raise ValueError(
                 f"a shortlist restricts the scorers {restrictable}; this policy's is "
                 f"{self.config[key]!r}"
@@ -209,15 +178,18 @@ class LearnedStrategy:
     def query(self, X, y, clf=None, candidates=None, batch_size=1, return_utilities=False):
         """scikit-activeml's `query` (see `metaal.strategies.adapter.QueryStrategy`).
 
-        The first call creates the adapter (seeded by `config["random_state"]`
-        if set); later calls continue the same episode.
+        The first call creates the adapter, seeded by `config["random_state"]`
+        (default 0, so the same call gives the same picks in every process;
+        set it to another int to draw another tie-breaking and probe set); later
+        calls continue the same episode.
         """
         from metaal.strategies.adapter import QueryStrategy
 
         if self._adapter is None:
             self._adapter = QueryStrategy(
                 self.to_strategy(),
-                random_state=self.config.get("random_state"),
+                random_state=self.config.get("random_state", DEFAULT_RANDOM_STATE),
+                learner=self.learner,
                 probe_size=self.probe_size or 32,
             )
         return self._adapter.query(X, y, clf, candidates, batch_size, return_utilities)
