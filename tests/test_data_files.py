@@ -358,3 +358,54 @@ def test_drop_removes_columns_before_encoding(tmp_path):
     task = load_file(path, target="label", drop=["junk", "noise"])
     frame[["x", "colour", "label"]].to_csv(tmp_path / "plain.csv", index=False)
     np.testing.assert_array_equal(task.X, load_file(tmp_path / "plain.csv", target="label").X)
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def test_query_drops_columns_and_writes_the_id_of_each_pick(tmp_path, capsys):
+    from experiments.cli import main
+
+    frame = mixed_frame()
+    frame.insert(0, "key", [f"k{i:03d}" for i in range(60)])
+    frame["junk"] = ["1", "x"] + ["2"] * 58  # mostly numeric: refused unless dropped
+    frame.loc[12:, "label"] = None
+    path, out = tmp_path / "pool.csv", tmp_path / "picks.csv"
+    frame.to_csv(path, index=False)
+    argv = ["query", "--policy", "margin", "--data", str(path), "--target", "label"]
+    assert main([*argv, "--id", "key"]) == 2
+    assert "column 'junk' is numeric except for 1" in capsys.readouterr().err
+    argv += ["--id", "key", "--drop", "junk", "--batch-size", "4", "--out", str(out)]
+    assert main(argv) == 0
+    picks = pd.read_csv(out, dtype={"key": str})
+    assert list(picks.columns) == ["row", "key", "score", "order"]
+    assert picks.key.tolist() == [f"k{row:03d}" for row in picks.row]
+    assert (picks.row >= 12).all() and len(picks) == 4
+    printed = capsys.readouterr().out
+    assert "order  row  score  key" in printed and picks.key[0] in printed
+
+
+def test_evaluate_passes_drop_and_id_to_every_file(tmp_path, capsys):
+    import argparse
+
+    from experiments import evaluate
+
+    frame = mixed_frame()
+    frame.insert(0, "key", range(60))
+    frame["noise"] = ["?", "a"] * 30
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    frame.to_csv(tmp_path / "b.csv", index=False)
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    args = parser.parse_args(
+        ["--data", str(tmp_path / "a.csv"), "--data", str(tmp_path / "b.csv")]
+        + ["--target", "label", "--drop", "colour", "--drop", "noise", "--id", "key"]
+    )
+    assert args.drop == ["colour", "noise"] and args.id == "key"
+    tasks = evaluate.load_tasks(args.data, args.target * 2, args.drop, args.id)
+    assert [t.name for t in tasks] == ["a.csv", "b.csv"]
+    for task in tasks:
+        np.testing.assert_array_equal(task.X[:, 0], frame.x.to_numpy())
+        assert task.X.shape == (60, 1) and task.ids == tuple(map(str, range(60)))
+    assert evaluate.main(parser.parse_args(["--suite", "heldout", "--id", "key"])) == 2
+    assert "--drop and --id name columns of --data files" in capsys.readouterr().err
