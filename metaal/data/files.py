@@ -113,7 +113,7 @@ class _Source:
 
     def where(self, rows: Sequence[int]) -> str:
         """Where 0-based data rows are: file lines for CSV / TSV, array rows for NPZ."""
-        rows = list(rows)[:SHOWN]
+        rows = list(rows[:SHOWN])
         plural = "s" if len(rows) > 1 else ""
         if self.sep is None:
             return f"row{plural} " + ", ".join(map(str, rows)) + " (0-based)"
