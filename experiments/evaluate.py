@@ -43,7 +43,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from metaal import metrics, tracking
-from metaal.data import Task, load_task, make_split, stack_splits, suite_names
+from metaal.data import Task, load_file, load_task, make_split, stack_splits, suite_names
 from metaal.data.batch import TaskBatch
 from metaal.envs.core import ActiveLearningEnv, EnvConfig, check_fits, make_params
 from metaal.experiments import report
@@ -76,20 +76,27 @@ class Entry:
 
 
 def load_tasks(
-    tasks_or_names: Sequence[Task | str], targets: Sequence[str | None] = ()
+    tasks_or_names: Sequence[Task | str],
+    targets: Sequence[str | None] = (),
+    drop: Sequence[str] = (),
+    id_column: str | None = None,
 ) -> list[Task]:
     """Tasks from `Task`s, data set names or file paths (`targets[i]`: label column of file i).
 
-    A file's task is named by its file name (`mine.csv`), or by its full path
-    when two files share a name.
+    `drop` and `id_column` name columns of every file that are not features
+    (see `load_file`). A file's task is named by its file name (`mine.csv`),
+    or by its full path when two files share a name.
     """
     tasks = []
     targets = list(targets)
     for i, item in enumerate(tasks_or_names):
+        target = targets[i] if i < len(targets) else None
         if isinstance(item, Task):
             tasks.append(item)
+        elif Path(item).is_file():
+            tasks.append(load_file(item, target, drop=drop, id_column=id_column))
         else:
-            tasks.append(load_task(str(item), targets[i] if i < len(targets) else None))
+            tasks.append(load_task(str(item), target))
     short = [Path(t.name).name if Path(t.name).is_file() else t.name for t in tasks]
     tasks = [
         dataclasses.replace(t, name=s) if short.count(s) == 1 else t
@@ -294,6 +301,8 @@ def evaluate(
     shortlist: int | None = None,
     n_candidates: int | None = None,
     targets: Sequence[str | None] = (),
+    drop: Sequence[str] = (),
+    id_column: str | None = None,
     suite: str = "custom",
     learner: str | None = None,
     wandb_project: str = WANDB_PROJECT,
@@ -309,7 +318,8 @@ def evaluate(
     (data sets x seeds) run at once. Returns the results frame (columns
     `metaal.metrics.RESULT_COLUMNS`). `shortlist` puts the policy behind
     margin's shortlist of that size (`LearnedStrategy.with_shortlist`; 0 lifts
-    the policy's own).
+    the policy's own). `drop` and `id_column` name columns of the files that
+    are not features.
 
     The env is `EnvConfig(budget, n_initial, n_candidates, learner)` (defaults:
     budget 100, 5 initial labels, the whole pool as candidates, `logreg`),
@@ -339,7 +349,7 @@ def evaluate(
         policy = policy.with_shortlist(shortlist)
     chosen = resolve_strategies(strategies, policy, policy_name)
     entries = make_entries(chosen, env)
-    tasks = load_tasks(tasks_or_names, targets)
+    tasks = load_tasks(tasks_or_names, targets, drop, id_column)
     names = [t.name for t in tasks]
     batch = make_batch(tasks, seeds, **(split or {}))
     check_budget(tasks, batch, len(seeds), entries[0].config)
@@ -424,6 +434,16 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
         metavar="COLUMN",
         help="label column of each --data file (once for all files, or once per file)",
     )
+    data.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="a column of the --data files to leave out of the features (repeatable)",
+    )
+    data.add_argument(
+        "--id", metavar="COLUMN", help="a column of the --data files naming rows: not a feature"
+    )
     parser.add_argument(
         "--strategies",
         help=f"comma-separated strategy names (default: {','.join(HEURISTICS)})",
@@ -468,6 +488,8 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError("no data sets given; pass --suite NAME or --data FILE")
         if args.target and not args.data:
             raise ValueError("--target names the label column of --data files; add --data FILE")
+        if (args.drop or args.id) and not args.data:
+            raise ValueError("--drop and --id name columns of --data files; add --data FILE")
         if len(args.target) not in (0, 1, len(args.data)):
             raise ValueError(
                 f"{len(args.target)} --target values for {len(args.data)} --data files; "
@@ -494,6 +516,8 @@ def main(args: argparse.Namespace) -> int:
             n_candidates=args.n_candidates,
             learner=args.learner,
             targets=targets,
+            drop=args.drop,
+            id_column=args.id,
             suite=args.suite or "data",
             wandb_project=args.wandb_project,
         )

@@ -7,7 +7,8 @@ The learner is fitted on the labelled rows, the policy scores every
 unlabelled row, and a batch is picked greedily: after each pick the row joins
 the labelled set, so distances to the labelled set move and the batch spreads
 out instead of taking the top-k scores. Output: one line per pick with the
-row number (0-based, counting data rows of the file) and the policy's score.
+row number (0-based, counting data rows of the file), the policy's score and,
+with `--id COLUMN`, the row's id. `--drop COLUMN` leaves a column out.
 """
 
 from __future__ import annotations
@@ -29,8 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     )
     parser.add_argument("--data", required=True, help="CSV or NPZ file; empty target = unlabelled")
     parser.add_argument("--target", help="name of the label column (CSV)")
+    parser.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="a column to leave out of the features (repeatable)",
+    )
+    parser.add_argument(
+        "--id", metavar="COLUMN", help="a column naming the rows: not a feature, shown per pick"
+    )
     parser.add_argument("--batch-size", type=int, default=10, help="rows to pick")
-    parser.add_argument("--out", help="write the picks to this CSV (columns row,score,order)")
+    parser.add_argument("--out", help="write the picks to this CSV (columns row,[id,]score,order)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for tie-breaking")
     parser.add_argument(
         "--learner",
@@ -97,20 +108,24 @@ def main(args: argparse.Namespace) -> int:
     from metaal.data import DataError, load_labelled_and_unlabelled
 
     try:
-        X, y, class_names = load_labelled_and_unlabelled(args.data, args.target)
+        data = load_labelled_and_unlabelled(
+            args.data, args.target, drop=args.drop, id_column=args.id
+        )
+        X, y, class_names = data
         idx, scores = pick(X, y, args.policy, args.batch_size, args.seed, args.learner)
     except (DataError, ValueError) as err:
         print(f"metaal query: {err}", file=sys.stderr)
         return 2
     print(f"{len(idx)} rows to annotate next (of {int(np.isnan(y).sum())} unlabelled):")
-    print("order  row  score")
+    ids = [[data.ids[row]] if args.id else [] for row in idx]
+    print("order  row  score" + (f"  {args.id}" if args.id else ""))
     for order, (row, score) in enumerate(zip(idx, scores, strict=True)):
-        print(f"{order:>5} {row:>4} {score:.4f}")
+        print(f"{order:>5} {row:>4} {score:.4f}", *ids[order])
     if args.out:
         with open(args.out, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["row", "score", "order"])
+            writer.writerow(["row", *([args.id] if args.id else []), "score", "order"])
             for order, (row, score) in enumerate(zip(idx, scores, strict=True)):
-                writer.writerow([int(row), float(score), order])
+                writer.writerow([int(row), *ids[order], float(score), order])
         print(f"written to {args.out}")
     return 0

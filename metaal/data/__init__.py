@@ -7,13 +7,13 @@
 - `loaders`: bundled real data sets by name (`load_dataset("keel/wine")`),
   from the optional extra `metaal[datasets]`;
 - `synthetic`: generated tasks with tunable difficulty;
-- `files`: users' own CSV / NPZ files;
+- `files`: users' own CSV / TSV / NPZ files and their checks;
 - `suites`: named suites (`train`, `heldout`, `synthetic`, `train+synthetic`)
   and the check that held-out data never enters meta-training.
 """
 
 from metaal.data.batch import TaskBatch, pad_split, stack_splits
-from metaal.data.files import load_file, load_labelled_and_unlabelled
+from metaal.data.files import QueryData, load_file, load_labelled_and_unlabelled
 from metaal.data.loaders import load_dataset
 from metaal.data.suites import (
     HELDOUT,
@@ -31,6 +31,7 @@ __all__ = [
     "HELDOUT",
     "TRAIN",
     "DataError",
+    "QueryData",
     "Split",
     "Task",
     "TaskBatch",

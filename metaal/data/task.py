@@ -4,19 +4,39 @@ A `Task` is one labelled classification data set after encoding (numeric
 matrix, integer labels, missing values still NaN). `make_split` turns it into
 a `Split` (pool / validation / test) for one seed, imputing and standardising
 with statistics of the pool alone, so nothing leaks from validation or test.
+
+Categorical columns (`encode_frame`) are one-hot encoded, one column per
+level in sorted order. A column with more than `MAX_CATEGORIES` (20) levels
+keeps its 20 most frequent levels among those seen in at least
+`MIN_CATEGORY_ROWS` (5) rows, ties broken by level name (the earlier name is
+kept), and groups every other level into one "other" column placed last: at
+most 21 columns, the columns scikit-learn's `OneHotEncoder(max_categories=21,
+min_frequency=5)` gives such a column when no counts tie. Columns with at
+most 20 levels are never grouped, so they encode as they always have.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
-#: Object columns with more distinct values than this are not one-hot encoded.
-MAX_CATEGORIES = 50
+#: Categorical columns with more levels than this group their rare levels into "other".
+MAX_CATEGORIES = 20
+#: In a grouped column, a level seen in fewer rows than this always goes to "other".
+MIN_CATEGORY_ROWS = 5
+
+#: make_split's default caps on the pool, validation and test sizes.
+MAX_POOL, MAX_VAL, MAX_TEST = 1000, 500, 500
+#: Validation and test each take this share of the rows, and at least HOLDOUT_MIN_ROWS.
+HOLDOUT_SHARE = 0.15
+HOLDOUT_MIN_ROWS = 15
+#: The smallest pool make_split accepts.
+POOL_MIN_ROWS = 2
 
 
 class DataError(ValueError):
@@ -28,7 +48,8 @@ class Task:
     """One classification data set, encoded but not yet split or scaled.
 
     `X` is float64 (rows, features) and may hold NaN (imputed at split time);
-    `y` holds integer labels 0..len(class_names)-1.
+    `y` holds integer labels 0..len(class_names)-1. `ids` names the rows
+    (a file's id column, see `load_file`), or is None.
     """
 
     name: str
@@ -36,6 +57,7 @@ class Task:
     y: np.ndarray
     class_names: tuple[str, ...]
     source: str = ""
+    ids: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         X = np.asarray(self.X, dtype=np.float64)
@@ -70,6 +92,8 @@ class Task:
             )
         if present.max() >= k:
             raise DataError(f"task {self.name!r}: label {present.max()} has no class name")
+        if self.ids is not None and len(self.ids) != len(y):
+            raise DataError(f"task {self.name!r}: {len(self.ids)} ids for {len(y)} rows")
         object.__setattr__(self, "X", X)
         object.__setattr__(self, "y", y.astype(np.int32))
 
@@ -89,8 +113,9 @@ def encode_frame(df: pd.DataFrame, target: str, name: str, source: str = "") -> 
 
     Numeric columns are kept as they are (NaN stays NaN, imputed at split
     time). Object / categorical / boolean columns are one-hot encoded
-    (a missing value gets no category). Labels are encoded by sorted string
-    value.
+    (a missing value gets no category; NaN in every column of the block),
+    rare levels of wide columns grouped as the module docstring says.
+    Labels are encoded by sorted string value.
     """
     if target not in df.columns:
         raise DataError(
@@ -121,15 +146,7 @@ def encode_frame(df: pd.DataFrame, target: str, name: str, source: str = "") -> 
                 blocks.append(numeric.to_numpy(dtype=np.float64)[:, None])
                 continue
             values = series.astype("string").str.strip()
-            cats = sorted(values.dropna().unique().tolist())
-            if len(cats) > MAX_CATEGORIES:
-                raise DataError(
-                    f"{name}: column {col!r} is non-numeric with {len(cats)} distinct values "
-                    f"(more than {MAX_CATEGORIES}) and cannot be one-hot encoded; drop it "
-                    "or convert it to numbers"
-                )
-            onehot = np.stack([(values == c).fillna(False).to_numpy() for c in cats], axis=1)
-            onehot = onehot.astype(np.float64)
+            onehot = _one_hot(values).astype(np.float64)
             onehot[values.isna().to_numpy()] = np.nan
             blocks.append(onehot)
     X = np.concatenate(blocks, axis=1)
@@ -137,6 +154,19 @@ def encode_frame(df: pd.DataFrame, target: str, name: str, source: str = "") -> 
     class_names = tuple(sorted(label_str.unique().tolist()))
     y = np.searchsorted(np.array(class_names), label_str.to_numpy()).astype(np.int32)
     return Task(name=name, X=X, y=y, class_names=class_names, source=source)
+
+
+def _one_hot(values: pd.Series) -> np.ndarray:
+    """Boolean one-hot block of a stripped string column, rare levels grouped last."""
+    counts = values.value_counts()
+    cats = sorted(counts.index.tolist())
+    if len(cats) <= MAX_CATEGORIES:
+        return np.stack([(values == c).fillna(False).to_numpy() for c in cats], axis=1)
+    frequent = [c for c in cats if counts[c] >= MIN_CATEGORY_ROWS]
+    kept = sorted(sorted(frequent, key=lambda c: -counts[c])[:MAX_CATEGORIES])
+    columns = [(values == c).fillna(False).to_numpy() for c in kept]
+    other = (values.notna() & ~values.isin(kept)).to_numpy()
+    return np.stack([*columns, other], axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,12 +197,32 @@ def split_sizes(n: int, max_pool: int, max_val: int, max_test: int) -> tuple[int
 
     Large sets are subsampled: the pool is capped at `max_pool`.
     """
-    n_val = int(min(max_val, max(15, round(0.15 * n))))
-    n_test = int(min(max_test, max(15, round(0.15 * n))))
+    holdout = max(HOLDOUT_MIN_ROWS, round(HOLDOUT_SHARE * n))
+    n_val = int(min(max_val, holdout))
+    n_test = int(min(max_test, holdout))
     n_pool = int(min(max_pool, n - n_val - n_test))
-    if n_pool < 2:
-        raise DataError(f"only {n} rows: too few to split into pool, validation and test")
+    if n_pool < POOL_MIN_ROWS:
+        raise DataError(
+            f"only {n} rows: too few to split into pool, validation and test; at least "
+            f"{min_split_rows(max_val, max_test)} rows are needed"
+        )
     return n_pool, n_val, n_test
+
+
+def min_split_rows(max_val: int = MAX_VAL, max_test: int = MAX_TEST) -> int:
+    """The fewest rows `split_sizes` accepts: the smallest validation and test parts plus a pool."""
+    return min(max_val, HOLDOUT_MIN_ROWS) + min(max_test, HOLDOUT_MIN_ROWS) + POOL_MIN_ROWS
+
+
+def min_class_rows(n: int) -> int:
+    """Rows a class needs in a task of `n` rows to expect one in each part of `make_split`.
+
+    Stratified splitting gives each part its share of every class, so a class
+    of `c` rows expects `c * part / n` rows in a part; the smallest part (with
+    make_split's default caps) sets the minimum. Fewer rows leave the class
+    out of some part for many seeds: out of test, it is never scored.
+    """
+    return math.ceil(n / min(split_sizes(n, MAX_POOL, MAX_VAL, MAX_TEST)))
 
 
 def fit_scaler(X: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -207,9 +257,9 @@ def _stratified_order(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def make_split(
     task: Task,
     seed: int,
-    max_pool: int = 1000,
-    max_val: int = 500,
-    max_test: int = 500,
+    max_pool: int = MAX_POOL,
+    max_val: int = MAX_VAL,
+    max_test: int = MAX_TEST,
     max_features: int | None = None,
 ) -> Split:
     """Stratified pool / validation / test split of `task` for `seed`.
