@@ -247,6 +247,12 @@ def test_folder_without_weights(tmp_path):
     _raises(lambda: load_encoder(tmp_path), str(tmp_path), "model.safetensors", "*.pth")
 
 
+def test_missing_folder_and_unreadable_weights(tmp_path):
+    _raises(lambda: load_encoder(tmp_path / "nowhere"), "nowhere", "existing folder")
+    (tmp_path / "model.pth").write_bytes(b"not a pickle")
+    _raises(lambda: load_encoder(tmp_path), "model.pth", "not a torch state dict", "pass the .pth")
+
+
 def test_non_image_file_among_images(image_encoder, tmp_path, monkeypatch):
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")

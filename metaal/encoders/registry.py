@@ -86,6 +86,11 @@ def load_encoder(name_or_path: str | os.PathLike, **options: Any) -> Encoder:
     if key in ENCODERS:
         return ENCODERS[key].loader(None, **options)
     folder = Path(key).expanduser()
+    if not folder.is_dir() and (os.sep in key or folder.exists()):
+        raise EncoderError(
+            f"encoder folder {key!r} is not a folder: pass an existing folder that holds "
+            f"an encoder's weights, or a known encoder name ({known})"
+        )
     if not folder.is_dir():
         raise EncoderError(
             f"unknown encoder {key!r}: known encoders are {known}; "

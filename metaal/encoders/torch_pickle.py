@@ -139,11 +139,13 @@ def _read_zip(path: Path) -> tuple[Any, dict[str, _Storage]]:
 def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """Load a torch state dict (legacy or zip ``.pth``) as ``{name: numpy array}``.
 
-    Raises ``ValueError`` (or ``pickle.UnpicklingError``) on a file that is not
-    a plain state dict of tensors.
+    Raises ``ValueError`` on a file that is not a plain state dict of tensors.
     """
     path = Path(path)
-    obj, _ = _read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path)
+    try:
+        obj, _ = _read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path)
+    except (pickle.UnpicklingError, EOFError, StopIteration, KeyError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is not a torch state dict ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict")
     return {name: ref.materialise() for name, ref in obj.items() if isinstance(ref, _TensorRef)}
