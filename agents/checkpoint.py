@@ -33,6 +33,7 @@ import numpy as np
 from flax import serialization
 
 from metaal.policy_net import resolve_scorer
+from metaal.strategies.learned import POLICY_FILE as POLICY_FILE  # a run folder's policy
 from metaal.strategies.learned import LearnedStrategy
 
 FORMAT_VERSION = 1
@@ -41,7 +42,6 @@ KEEP = 2
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.msgpack"
 META_FILE = "meta.json"
-POLICY_FILE = "policy"
 
 
 class CheckpointError(ValueError):

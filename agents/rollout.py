@@ -206,7 +206,9 @@ def reward_scales(
             0,
             n_fits,
             lambda _, lp: learner.fit(lp, task.pool_X, task.pool_y, weights, task.class_mask),
-            learner.init(k_fit, task.pool_X.shape[-1], task.class_mask.shape[-1]),
+            learner.init(
+                k_fit, task.pool_X.shape[-1], task.class_mask.shape[-1], task.feature_mask
+            ),
         )
         full = env.accuracy(fitted, task.val_X, task.val_y, task.val_mask, task.class_mask)
         return jnp.maximum(full - jnp.mean(initial), MIN_REWARD_SCALE)

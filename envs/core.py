@@ -49,8 +49,11 @@ from metaal.data.batch import TaskBatch
 from metaal.features import Observation
 from metaal.learners import Learner, make_learner, parse_learner
 from metaal.strategies.base import Context
+from metaal.strategies.distribution import kmeans
 
 REWARDS = ("gain", "aulc")
+#: How the initial labelled set is drawn (`EnvConfig.init`).
+INITS = ("stratified", "random", "centroids")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +64,14 @@ class EnvConfig:
     """Queries per episode."""
     n_initial: int = 5
     """Size of the initial labelled set."""
+    init: str = "stratified"
+    """How the initial set is drawn: `stratified` (one sample per class first, as far as
+    n_initial allows: it reads the labels, the tabular protocol), `random` (uniform, no labels)
+    or `centroids` (k-means with n_initial clusters on the pool's features, the row nearest each
+    centre: no labels, the cold start of ALFM)."""
+    query_batch: int = 1
+    """Picks per round: the learner is refitted, scored and rewarded once every query_batch
+    picks (and after the last); 1 refits after every label."""
     n_candidates: int | None = 32
     """Candidates offered per step; None offers the whole unlabelled pool."""
     reward: str = "gain"
@@ -89,6 +100,10 @@ class EnvConfig:
             raise ValueError(f"n_candidates must be >= 1 or None, got {self.n_candidates}")
         if self.reward not in REWARDS:
             raise ValueError(f"unknown reward {self.reward!r}; choose one of {REWARDS}")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; choose one of {INITS}")
+        if self.query_batch < 1:
+            raise ValueError(f"query_batch must be a positive count, got {self.query_batch}")
         self.make_learner(cold=True)  # a bad learner spec fails here, with the known settings
         if self.features is not None:  # JSON round trips give lists; configs must hash
             object.__setattr__(self, "features", tuple(self.features))
@@ -204,6 +219,43 @@ def check_fits(task: TaskBatch, config: EnvConfig, name: str = "task") -> None:
         )
 
 
+#: k-means runs of the centroid start; the one of least inertia is kept.
+CENTROID_RESTARTS = 4
+
+
+def centroid_rows(key: jax.Array, X: jnp.ndarray, mask: jnp.ndarray, k: int) -> jnp.ndarray:
+    """`k` distinct rows of `X` (where `mask`): the one nearest each k-means centre.
+
+    k-means++ seeding and Lloyd steps (`metaal.strategies.distribution.kmeans`)
+    on the features alone, no labels, best of `CENTROID_RESTARTS` runs by
+    inertia (one run can seed two centres in one group). Centres are served
+    in turn, each taking the nearest row no earlier centre took, so the rows
+    are distinct even when clusters are empty or share their nearest row.
+    """
+
+    def run(key):
+        cluster = kmeans(key, X, mask, k)
+        onehot = jax.nn.one_hot(cluster, k) * mask[:, None]
+        centres = onehot.T @ X / jnp.maximum(onehot.sum(axis=0), 1.0)[:, None]
+        sq = (
+            jnp.sum(X**2, axis=1)[None, :]
+            + jnp.sum(centres**2, axis=1)[:, None]
+            - 2.0 * centres @ X.T
+        )
+        inertia = jnp.sum(jnp.where(mask, jnp.take_along_axis(sq, cluster[None], 0)[0], 0.0))
+        return sq, inertia
+
+    sq, inertia = jax.vmap(run)(jax.random.split(key, CENTROID_RESTARTS))
+    sq = sq[jnp.argmin(inertia)]
+    taken = ~mask
+    rows = []
+    for c in range(k):
+        row = jnp.argmin(jnp.where(taken, jnp.inf, sq[c]))
+        rows.append(row)
+        taken = taken.at[row].set(True)
+    return jnp.stack(rows).astype(jnp.int32)
+
+
 class ActiveLearningEnv:
     """The functional environment; holds only the static `EnvConfig`."""
 
@@ -297,7 +349,8 @@ class ActiveLearningEnv:
         member = self.learner_step.member_proba(state.learner, cand_X, task.class_mask)
 
         def lookahead(action):
-            _, _, _, _, _, info = self.step_env(jax.random.key(0), state, action, params)
+            # the gain of refitting with this one label, also inside a batch round
+            _, _, _, _, _, info = self._step(jax.random.key(0), state, action, params, True)
             return jnp.where(info["valid_action"], info["val_score"] - state.val_score, -jnp.inf)
 
         return Context(
@@ -319,7 +372,35 @@ class ActiveLearningEnv:
             step=state.step,
             budget=self.config.budget,
             lookahead=lookahead,
+            learner_params=state.learner,
+            predict_proba=self.learner_step.predict_proba,
         )
+
+    def _class_counts(self, state, update, labeled_y, n_labeled, label, valid) -> jnp.ndarray:
+        """Labels per class the policy has seen: each label at once, or a round's at its end."""
+        if self.config.query_batch == 1:
+            return state.class_counts.at[label].add(valid.astype(jnp.float32))
+        seen = (jnp.arange(labeled_y.shape[0]) < n_labeled).astype(jnp.float32)
+        counts = jnp.zeros_like(state.class_counts).at[labeled_y].add(seen)
+        return jnp.where(update, counts, state.class_counts)
+
+    def _initial_set(self, key: jax.Array, task: TaskBatch) -> jnp.ndarray:
+        """The `n_initial` distinct pool rows labelled at reset (see `EnvConfig.init`)."""
+        cfg = self.config
+        n, k = task.pool_y.shape[0], task.class_mask.shape[0]
+        if cfg.init == "centroids":
+            return centroid_rows(key, task.pool_X, task.pool_mask, cfg.n_initial)
+        u = jax.random.uniform(key, (n,))
+        u = jnp.where(task.pool_mask, u, -1.0)
+        if cfg.init == "stratified":
+            # the randomly first sample of each class gets priority, so the set is
+            # stratified as far as n_initial allows
+            per_class = jnp.where(task.pool_y[None, :] == jnp.arange(k)[:, None], u[None, :], -1.0)
+            first = jnp.argmax(per_class, axis=1)
+            has_class = jnp.max(per_class, axis=1) >= 0
+            is_first = jnp.zeros(n, bool).at[first].max(has_class)
+            u = jnp.where(is_first, u + 2.0, u)
+        return jax.lax.top_k(u, cfg.n_initial)[1].astype(jnp.int32)
 
     # -- reset / step ----------------------------------------------------------------
 
@@ -329,16 +410,7 @@ class ActiveLearningEnv:
         task = params.task
         n, k = task.pool_y.shape[0], task.class_mask.shape[0]
         k_init, k_learner, k_probe, k_cand = jax.random.split(key, 4)
-        # Initial set: the randomly first sample of each class gets priority, so the
-        # set is stratified as far as n_initial allows.
-        u = jax.random.uniform(k_init, (n,))
-        u = jnp.where(task.pool_mask, u, -1.0)
-        per_class = jnp.where(task.pool_y[None, :] == jnp.arange(k)[:, None], u[None, :], -1.0)
-        first = jnp.argmax(per_class, axis=1)
-        has_class = jnp.max(per_class, axis=1) >= 0
-        is_first = jnp.zeros(n, bool).at[first].max(has_class)
-        _, init_idx = jax.lax.top_k(jnp.where(is_first, u + 2.0, u), cfg.n_initial)
-        init_idx = init_idx.astype(jnp.int32)
+        init_idx = self._initial_set(k_init, task)
         labeled_idx = (
             jnp.zeros(cfg.n_initial + cfg.budget, jnp.int32).at[: cfg.n_initial].set(init_idx)
         )
@@ -353,7 +425,7 @@ class ActiveLearningEnv:
         unlabeled = (
             jnp.zeros(n, jnp.int32).at[slot].set(jnp.arange(n, dtype=jnp.int32), mode="drop")
         )
-        learner = self.learner_init.init(k_learner, task.pool_X.shape[1], k)
+        learner = self.learner_init.init(k_learner, task.pool_X.shape[1], k, task.feature_mask)
         learner = self._fit(
             self.learner_init, learner, labeled_X, labeled_y, n_labeled, task.class_mask
         )
@@ -389,7 +461,17 @@ class ActiveLearningEnv:
     def step_env(
         self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams
     ) -> tuple[Observation, EnvState, jax.Array, jax.Array, jax.Array, dict[str, jax.Array]]:
-        """Label candidate `action`, refit, score; returns the gymnax-1.0 tuple."""
+        """Label candidate `action`, refit, score; returns the gymnax-1.0 tuple.
+
+        With `query_batch` b > 1 the refit, the score and the reward come once
+        a round, after every b-th pick and after the last: in between the
+        learner, the validation score and the class counts stay as they were
+        (the labels are not back yet), the reward is 0 (`gain`) and only the
+        set features move (the pick joins the labelled set's distances).
+        """
+        return self._step(key, state, action, params, force_refit=False)
+
+    def _step(self, key, state: EnvState, action, params: EnvParams, force_refit: bool):
         cfg = self.config
         task = params.task
         action = jnp.asarray(action, jnp.int32)
@@ -409,10 +491,16 @@ class ActiveLearningEnv:
         live = jnp.arange(state.unlabeled.shape[0]) < n_unlabeled
         hole = valid & live & (state.unlabeled == idx)
         unlabeled = jnp.where(hole, last, state.unlabeled)
+        if cfg.query_batch == 1 or force_refit:
+            update = valid
+        else:  # a round ends after every query_batch-th pick and after the last
+            done = state.step + 1
+            update = (done % cfg.query_batch == 0) | (done >= cfg.budget)
         learner = self._fit(
             self.learner_step, state.learner, labeled_X, labeled_y, n_labeled, task.class_mask
         )
-        learner = jax.tree.map(lambda new, old: jnp.where(valid, new, old), learner, state.learner)
+        learner = jax.tree.map(lambda new, old: jnp.where(update, new, old), learner, state.learner)
+        # an unchanged learner scores exactly its previous validation accuracy
         val = self.accuracy(learner, task.val_X, task.val_y, task.val_mask, task.class_mask)
         test = self.test_accuracy(learner, task)
         new_dist = jnp.minimum(state.dist_labeled, self._distance_to(params, idx))
@@ -435,7 +523,9 @@ class ActiveLearningEnv:
             val_score=val,
             initial_val_score=state.initial_val_score,
             dist_labeled=jnp.where(valid, new_dist, state.dist_labeled),
-            class_counts=state.class_counts.at[task.pool_y[idx]].add(valid.astype(jnp.float32)),
+            class_counts=self._class_counts(
+                state, update, labeled_y, n_labeled, task.pool_y[idx], valid
+            ),
             probe=state.probe,
             candidates=candidates,
             candidate_mask=cand_mask,
@@ -447,6 +537,7 @@ class ActiveLearningEnv:
             "n_labeled": n_labeled,
             "pool_index": idx,
             "valid_action": valid,
+            "refit": update,
         }
         return (
             self.observe(new_state, params),

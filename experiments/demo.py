@@ -37,6 +37,19 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--no-oracle", action="store_true", help="skip the oracle reference")
     parser.add_argument(
+        "--query-batch",
+        type=int,
+        default=1,
+        help="picks per round in the evaluation (the learner refits once a round) (default: 1)",
+    )
+    parser.add_argument(
+        "--init",
+        choices=("stratified", "random", "centroids"),
+        default="stratified",
+        help="the evaluation's initial labelled set (centroids: a cold start, no labels) "
+        "(default: stratified)",
+    )
+    parser.add_argument(
         "--learner",
         default="logreg",
         help="the env's learner in training and evaluation: a name (logreg, mlp, ensemble) "
@@ -115,6 +128,8 @@ def main(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         budget=args.budget,
         learner=args.learner,
+        query_batch=args.query_batch,
+        init=args.init,
         out_dir=out / "eval",
         wandb_mode=args.wandb_mode,
         policy=policy,

@@ -2,7 +2,7 @@
 
     metaal evaluate --suite heldout --seeds 20 --budget 100 --out runs/heldout
     metaal evaluate --data mine.csv --target label --strategies margin,random,coreset
-    metaal evaluate --suite heldout --policy policy.msgpack --name dqn
+    metaal evaluate --suite heldout --policy runs/dqn/policy --name dqn
 
 Protocol (see `metaal.metrics` for the numbers):
 - paired runs: for seed s every strategy gets the same split
@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from metaal import metrics, tracking
 from metaal.data import Task, load_file, load_task, make_split, stack_splits, suite_names
 from metaal.data.batch import TaskBatch
-from metaal.envs.core import ActiveLearningEnv, EnvConfig, check_fits, make_params
+from metaal.envs.core import INITS, ActiveLearningEnv, EnvConfig, check_fits, make_params
 from metaal.experiments import report
 from metaal.strategies import HEURISTICS, Strategy, get_strategy, initial_memory, select
 from metaal.strategies.learned import LearnedStrategy
@@ -310,6 +310,8 @@ def evaluate(
     max_envs: int = DEFAULT_MAX_ENVS,
     env: EnvConfig | None = None,
     split: dict[str, Any] | None = None,
+    query_batch: int | None = None,
+    init: str | None = None,
 ) -> pd.DataFrame:
     """Run every strategy on every task and seed; write the outputs to `out_dir`; return results.
 
@@ -321,9 +323,10 @@ def evaluate(
     the policy's own). `drop` and `id_column` name columns of the files that
     are not features.
 
-    The env is `EnvConfig(budget, n_initial, n_candidates, learner)` (defaults:
-    budget 100, 5 initial labels, the whole pool as candidates, `logreg`),
-    or `env` itself, which then replaces those four arguments. `split` goes to
+    The env is `EnvConfig(budget, n_initial, n_candidates, learner, query_batch,
+    init)` (defaults: budget 100, 5 initial labels, the whole pool as
+    candidates, `logreg`, one pick per round, a stratified start), or `env`
+    itself, which then replaces those six arguments. `split` goes to
     `make_split` (e.g. `max_pool`, `max_features`; default: its defaults).
     """
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
@@ -331,15 +334,21 @@ def evaluate(
         raise ValueError("seeds must be a positive count or a non-empty list of seeds")
     if wandb_mode not in tracking.MODES:
         raise ValueError(f"unknown W&B mode {wandb_mode!r}; choose one of {tracking.MODES}")
+    own = (budget, n_initial, n_candidates, learner, query_batch, init)
     if env is None:
         env = EnvConfig(
             budget=DEFAULT_BUDGET if budget is None else budget,
             n_initial=DEFAULT_INITIAL if n_initial is None else n_initial,
             n_candidates=n_candidates,
             learner=learner or DEFAULT_LEARNER,
+            query_batch=query_batch or 1,
+            init=init or "stratified",
         )
-    elif (budget, n_initial, n_candidates, learner) != (None, None, None, None):
-        raise ValueError("pass budget, n_initial, n_candidates and learner inside env, not with it")
+    elif own != (None,) * len(own):
+        raise ValueError(
+            "pass budget, n_initial, n_candidates, learner, query_batch and init inside env, "
+            "not with it"
+        )
     policy_file = str(policy) if isinstance(policy, str | Path) else None
     if policy_file is not None:
         policy = LearnedStrategy.load(policy_file)
@@ -416,6 +425,17 @@ def write_outputs(
 # --- command line ---------------------------------------------------------------------
 
 
+def _init_method(text: str) -> str:
+    if text.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"--init names how the initial set is drawn ({', '.join(INITS)}); its size is "
+            f"--n-initial {text}"
+        )
+    if text not in INITS:
+        raise argparse.ArgumentTypeError(f"--init {text!r}: choose one of {', '.join(INITS)}")
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     """Add the `metaal evaluate` options to `parser`."""
     data = parser.add_argument_group("data (at least one)")
@@ -451,7 +471,10 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="seeds 0..N-1")
     parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="queries per run")
     parser.add_argument(
-        "--init", type=int, default=DEFAULT_INITIAL, help="size of the initial labelled set"
+        "--n-initial",
+        type=int,
+        default=DEFAULT_INITIAL,
+        help=f"size of the initial labelled set (default: {DEFAULT_INITIAL})",
     )
     parser.add_argument(
         "--n-candidates",
@@ -465,6 +488,19 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
         help="the env's learner: a name (logreg, mlp, ensemble) with optional settings, "
         "name:key=value,... e.g. mlp:hidden=64,weight_decay=0.001 (BALD always runs on "
         f"ensemble) (default: {DEFAULT_LEARNER})",
+    )
+    parser.add_argument(
+        "--query-batch",
+        type=int,
+        default=1,
+        help="picks per round: the learner is refitted and scored once a round (default: 1)",
+    )
+    parser.add_argument(
+        "--init",
+        type=_init_method,
+        default="stratified",
+        help="the initial labelled set: stratified (reads labels), random, or centroids "
+        "(k-means on the features, no labels: a cold start) (default: stratified)",
     )
     parser.add_argument("--out", default=DEFAULT_OUT, help="output folder")
     parser.add_argument(
@@ -507,7 +543,7 @@ def main(args: argparse.Namespace) -> int:
             strategies=strategies,
             seeds=args.seeds,
             budget=args.budget,
-            n_initial=args.init,
+            n_initial=args.n_initial,
             out_dir=args.out,
             wandb_mode=args.wandb_mode,
             policy=args.policy,
@@ -515,6 +551,8 @@ def main(args: argparse.Namespace) -> int:
             shortlist=args.shortlist,
             n_candidates=args.n_candidates,
             learner=args.learner,
+            query_batch=args.query_batch,
+            init=args.init,
             targets=targets,
             drop=args.drop,
             id_column=args.id,

@@ -2,7 +2,9 @@
 
 Every learner is a `Learner` of three pure functions:
 
-- `init(key, d, k) -> params` for `d` (padded) features and `k` (padded) classes;
+- `init(key, d, k, feature_mask=None) -> params` for `d` (padded) features and
+  `k` (padded) classes; `feature_mask` (d,) marks the real features, so that
+  random initial weights do not depend on the padding (see `make_mlp`);
 - `fit(params, X, y, weights, class_mask) -> params`: minimises the weighted
   L2-regularised cross-entropy, starting from `params` (warm start); rows of
   weight 0 (unlabelled or padding) do not count;
@@ -74,8 +76,8 @@ def _cross_entropy(logits, y, weights, class_mask):
 # --- multinomial logistic regression -------------------------------------------------
 
 
-def _logreg_init(key: jax.Array, d: int, k: int) -> Params:
-    del key  # the convex problem starts from zero: no randomness needed
+def _logreg_init(key: jax.Array, d: int, k: int, feature_mask: jnp.ndarray | None = None) -> Params:
+    del key, feature_mask  # the convex problem starts from zero: no randomness needed
     return {
         "W": jnp.zeros((d, k), jnp.float32),
         "b": jnp.zeros((k,), jnp.float32),
@@ -158,13 +160,28 @@ class MLP(nn.Module):
         return nn.Dense(self.n_classes, kernel_init=nn.initializers.zeros)(x)
 
 
+def _is_first_kernel(path) -> bool:
+    keys = [getattr(p, "key", None) for p in path]
+    return keys[-2:] == ["Dense_0", "kernel"]
+
+
 def make_mlp(
     hidden: int = 32, weight_decay: float = 1e-2, lr: float = 0.3, steps: int = 10
 ) -> Learner:
     """A one-hidden-layer MLP fitted by full-batch gradient descent with momentum (warm start)."""
 
-    def init(key, d, k):
-        return MLP(hidden, k).init(key, jnp.zeros((1, d)))
+    def init(key, d, k, feature_mask=None):
+        params = MLP(hidden, k).init(key, jnp.zeros((1, d)))
+        # LeCun-normal rows of the first layer drawn per feature index and scaled by the real
+        # width, zero for padded features: a padded task starts from the unpadded weights
+        mask = jnp.ones(d, bool) if feature_mask is None else feature_mask
+        rows = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (hidden,)))(
+            jnp.arange(d)
+        )
+        kernel = jnp.where(mask[:, None], rows, 0.0) / jnp.sqrt(jnp.maximum(jnp.sum(mask), 1))
+        return jax.tree_util.tree_map_with_path(
+            lambda path, x: kernel if _is_first_kernel(path) else x, params
+        )
 
     def logits(params, X):
         return MLP(hidden, params["params"]["Dense_1"]["bias"].shape[0]).apply(params, X)
@@ -209,9 +226,9 @@ def make_ensemble(
     """
     inner = make_mlp(hidden=hidden, weight_decay=weight_decay, lr=lr, steps=steps)
 
-    def init(key, d, k):
+    def init(key, d, k, feature_mask=None):
         keys = jax.random.split(key, members)
-        params = jax.vmap(lambda kk: inner.init(kk, d, k))(keys)
+        params = jax.vmap(lambda kk: inner.init(kk, d, k, feature_mask))(keys)
         # Poisson(1) bootstrap weights by row index, fixed for the episode.
         boot_key = jax.random.fold_in(key, 1)
         return {"members": params, "boot_key": jax.random.key_data(boot_key)}

@@ -67,7 +67,7 @@ def run_dir(csv_files, policy_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     argv = [a for f in csv_files for a in ("--data", f)]
     argv += ["--target", "label", "--strategies", "margin,random", "--policy", policy_file]
-    argv += ["--seeds", str(SEEDS), "--budget", str(BUDGET), "--init", str(INIT)]
+    argv += ["--seeds", str(SEEDS), "--budget", str(BUDGET), "--n-initial", str(INIT)]
     argv += ["--out", str(out), "--wandb-mode", "offline"]
     assert evaluate.main(parse(argv)) == 0
     return out

@@ -10,8 +10,8 @@ answers scikit-activeml's `query` through `metaal.strategies.adapter`.
 """
 
 from metaal.strategies.base import Context, Strategy, initial_memory, select
-from metaal.strategies.distribution import CORESET, DENSITY, TYPICLUST
-from metaal.strategies.hybrid import ALBL, BADGE, INFO_DENSITY
+from metaal.strategies.distribution import CORESET, DENSITY, PROBCOVER, TYPICLUST
+from metaal.strategies.hybrid import ALBL, BADGE, DROPQUERY, INFO_DENSITY
 from metaal.strategies.reference import ORACLE, RANDOM
 from metaal.strategies.uncertainty import BALD, EGL, ENTROPY, LEAST_CONFIDENCE, MARGIN
 
@@ -26,8 +26,10 @@ STRATEGIES: dict[str, Strategy] = {
         CORESET,
         DENSITY,
         TYPICLUST,
+        PROBCOVER,
         INFO_DENSITY,
         BADGE,
+        DROPQUERY,
         ALBL,
         RANDOM,
         ORACLE,

@@ -71,6 +71,7 @@ class CompiledLearner(NamedTuple):
     init: Callable
     fit: Callable
     member_proba: Callable
+    predict_proba: Callable  # the un-jitted function: strategies call it inside their trace
     cv_correct: Callable  # (key, X, y, folds, class_mask) -> correct held-out predictions
 
 
@@ -89,7 +90,11 @@ def _compiled_learner(name: str, steps: int) -> CompiledLearner:
         return jnp.sum(jax.vmap(fold_correct)(jnp.arange(CV_FOLDS)))
 
     return CompiledLearner(
-        learner.init, jax.jit(learner.fit), jax.jit(learner.member_proba), jax.jit(cv_correct)
+        learner.init,
+        jax.jit(learner.fit),
+        jax.jit(learner.member_proba),
+        learner.predict_proba,
+        jax.jit(cv_correct),
     )
 
 
@@ -197,7 +202,10 @@ class QueryStrategy:
         return X, y, unlabelled, selectable
 
     def _probabilities(self, X, Xs, y, labelled, clf):
-        """Member probabilities (M, n, K), class index per row (-1 unlabelled), class mask (K,)."""
+        """Member probabilities (M, n, K), class indices (-1: unlabelled), class mask, params.
+
+        The params are our learner's fitted ones, None when `clf` predicts.
+        """
         if clf is not None:
             if not hasattr(clf, "classes_"):
                 # a scikit-learn estimator: scikit-learn is there (metaal's base install lacks it)
@@ -207,7 +215,8 @@ class QueryStrategy:
             classes = np.asarray(clf.classes_, dtype=np.float64)
             probs = np.asarray(clf.predict_proba(X), dtype=np.float32)
             labels = np.where(labelled, np.searchsorted(classes, np.where(labelled, y, 0)), -1)
-            return jnp.asarray(probs)[None], labels.astype(np.int32), jnp.ones(len(classes), bool)
+            mask = jnp.ones(len(classes), bool)
+            return jnp.asarray(probs)[None], labels.astype(np.int32), mask, None
         classes = np.unique(y[labelled])
         # With fewer than two classes labelled, a padded class keeps the shapes valid.
         class_mask = jnp.arange(max(len(classes), 2)) < max(len(classes), 1)
@@ -218,7 +227,7 @@ class QueryStrategy:
             params, Xs, jnp.asarray(np.maximum(labels, 0)), weights, class_mask
         )
         member = self.learner.member_proba(params, Xs, class_mask)
-        return member, labels.astype(np.int32), class_mask
+        return member, labels.astype(np.int32), class_mask, params
 
     def _cv_accuracy(self, Xs, labels, class_mask) -> float:
         """Cross-validated accuracy of our learner on the labelled rows (validation stand-in)."""
@@ -241,7 +250,7 @@ class QueryStrategy:
         labelled = ~unlabelled
         Xs = standardise(X)
         Xs = jnp.asarray(Xs)
-        member, labels, class_mask = self._probabilities(X, Xs, y, labelled, clf)
+        member, labels, class_mask, learner_params = self._probabilities(X, Xs, y, labelled, clf)
         probs = member.mean(axis=0)
         k = class_mask.shape[0]
         lab_rows = np.nonzero(labelled)[0]
@@ -307,6 +316,8 @@ class QueryStrategy:
                 feature_mask=jnp.ones(d, bool),
                 step=jnp.int32(step0 + b),
                 budget=self.budget,
+                learner_params=learner_params,
+                predict_proba=None if learner_params is None else self.learner.predict_proba,
             )
             scores, memory = self._score(self._key(), obs, ctx, memory)
             pick = int(select(scores, mask, self._key()))

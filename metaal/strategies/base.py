@@ -60,6 +60,19 @@ class Context:
     lookahead: Callable[[jax.Array], jnp.ndarray] | None = struct.field(
         pytree_node=False, default=None
     )  # candidate index -> validation gain of labelling it (the oracle's only input)
+    learner_params: Any = None  # the current learner's parameters, for `probabilities`
+    predict_proba: Callable[..., jnp.ndarray] | None = struct.field(
+        pytree_node=False, default=None
+    )  # the learner's (params, X, class_mask) -> (n, K); None where no metaal learner is used
+
+    def probabilities(self, X: jnp.ndarray) -> jnp.ndarray:
+        """The current learner's (n, K) probabilities on any rows `X` (e.g. perturbed ones)."""
+        if self.predict_proba is None:
+            raise ValueError(
+                "this strategy needs the learner's predictions on new rows, and this step has "
+                "no metaal learner (a scikit-learn clf was given); run it without clf"
+            )
+        return self.predict_proba(self.learner_params, X, self.class_mask)
 
 
 class Strategy(NamedTuple):

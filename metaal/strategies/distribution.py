@@ -11,7 +11,15 @@
   step queries the most typical candidate of the cluster with the fewest
   labels, ties to the largest cluster. Typicality is the pool density above
   (a kernel estimate of TypiClust's inverse mean distance to 20 nearest
-  neighbours, computed once per task instead of per cluster).
+  neighbours, computed once per task instead of per cluster);
+- `probcover`: ProbCover (Yehuda et al. 2022): max coverage of the pool's
+  delta-ball graph. Each step queries the candidate whose ball (itself
+  included) holds the most pool rows not yet covered by a labelled row's
+  ball. delta follows the paper's purity rule: the largest radius at which
+  at least `PROBCOVER_PURITY` of the rows' balls hold rows of their own
+  k-means cluster only (k = the task's class count). A ball of row x is
+  pure exactly while delta <= m(x), x's distance to the nearest row of
+  another cluster, so that radius is a quantile of m, computed exactly.
 """
 
 from __future__ import annotations
@@ -47,19 +55,27 @@ def kmeans_pp_seeds(key: jax.Array, X: jnp.ndarray, mask: jnp.ndarray, k: int) -
     return seeds
 
 
-def kmeans(key: jax.Array, X: jnp.ndarray, mask: jnp.ndarray, k: int) -> jnp.ndarray:
-    """Cluster of every row: k-means++ seeding then `KMEANS_ITERS` Lloyd steps on masked rows."""
+def kmeans(
+    key: jax.Array, X: jnp.ndarray, mask: jnp.ndarray, k: int, n_active: jnp.ndarray | None = None
+) -> jnp.ndarray:
+    """Cluster of every row: k-means++ seeding then `KMEANS_ITERS` Lloyd steps on masked rows.
+
+    With `n_active` (traced, <= k) only the first `n_active` of the k seeds
+    are centres: k-means with a cluster count known only at run time (a
+    padded task's class count), under static shapes.
+    """
     centres = X[kmeans_pp_seeds(key, X, mask, k)]
+    off = jnp.zeros(k, bool) if n_active is None else jnp.arange(k) >= n_active
 
     def lloyd(centres, _):
-        assign = jnp.argmin(_sq_dist(X, centres), axis=1)
+        assign = jnp.argmin(jnp.where(off[None, :], jnp.inf, _sq_dist(X, centres)), axis=1)
         onehot = jax.nn.one_hot(assign, k) * mask[:, None]
         counts = onehot.sum(axis=0)
         means = onehot.T @ X / jnp.maximum(counts, 1.0)[:, None]
         return jnp.where(counts[:, None] > 0, means, centres), None
 
     centres, _ = jax.lax.scan(lloyd, centres, None, length=KMEANS_ITERS)
-    return jnp.argmin(_sq_dist(X, centres), axis=1)
+    return jnp.argmin(jnp.where(off[None, :], jnp.inf, _sq_dist(X, centres)), axis=1)
 
 
 def _coreset(key: jax.Array, obs, ctx: Context, memory):
@@ -93,6 +109,46 @@ def _typiclust(key: jax.Array, obs, ctx: Context, cluster):
     return jnp.where(cand_cluster == target, typicality, typicality - 2.0), cluster
 
 
+#: Share of the rows whose delta-ball must be pure (ProbCover's alpha).
+PROBCOVER_PURITY = 0.95
+
+
+def purity_radius(sq_dist: jnp.ndarray, cluster: jnp.ndarray, mask: jnp.ndarray, alpha: float):
+    """The largest delta at which >= `alpha` of the masked rows' balls are pure (see above).
+
+    `sq_dist` (N, N) are squared distances, `cluster` (N,) pseudo-labels. A
+    row with no row of another cluster has m = inf. Balls are open
+    (distance < delta), as ProbCover's graph edges.
+    """
+    other = (cluster[:, None] != cluster[None, :]) & mask[None, :]
+    m = jnp.sqrt(jnp.min(jnp.where(other, sq_dist, jnp.inf), axis=1))
+    m = jnp.where(mask, m, jnp.inf)
+    n = jnp.sum(mask)
+    # pure at delta <=> m >= delta; the largest delta with #{m >= delta} >= alpha n is
+    # the (n - ceil(alpha n))-th smallest m (0-based) among the masked rows
+    rank = n - jnp.ceil(alpha * n).astype(jnp.int32)
+    return jnp.sort(m)[jnp.clip(rank, 0, m.shape[0] - 1)]
+
+
+def _probcover_init(key: jax.Array, ctx: Context):
+    X, mask = ctx.pool_X, ctx.pool_mask
+    k = ctx.class_mask.shape[0]
+    cluster = kmeans(key, X, mask, k, n_active=jnp.sum(ctx.class_mask))
+    sq = _sq_dist(X, X)
+    delta = purity_radius(sq, cluster, mask, PROBCOVER_PURITY)
+    # the graph: edge x -> x' when ||x - x'|| < delta (x' a real row)
+    return {"ball": (sq < delta**2) & mask[None, :] & mask[:, None], "delta": delta}
+
+
+def _probcover(key: jax.Array, obs, ctx: Context, memory):
+    ball = memory["ball"]
+    covered = jnp.any(ball & ctx.labeled[None, :], axis=1)  # balls are symmetric
+    uncovered = ctx.pool_mask & ~covered
+    gain = jnp.sum(ball[ctx.cand_index] & uncovered[None, :], axis=1)
+    return gain.astype(jnp.float32), memory
+
+
 CORESET = Strategy("coreset", "distribution", _coreset)
 DENSITY = Strategy("density", "distribution", _density)
 TYPICLUST = Strategy("typiclust", "distribution", _typiclust, init=_typiclust_init)
+PROBCOVER = Strategy("probcover", "distribution", _probcover, init=_probcover_init)

@@ -11,6 +11,15 @@
   so the env's argmax draws it). Batches through the query adapter repeat
   the step with each pick added to the centres: k-means++ seeding of the
   batch, starting from the labelled set;
+- `dropquery`: DropQuery (Gupte et al. 2024, ALFM): each candidate's
+  features are perturbed by dropout (`DROPQUERY_DRAWS` draws at rate
+  `DROPQUERY_RATE`, inverted scaling) and the current learner predicts on
+  them; candidates whose prediction changes in at least half of the draws
+  are the inconsistent ones. ALFM then clusters them and queries the row
+  nearest each centre. One query at a time, the step takes the inconsistent
+  candidate farthest from the labelled set (the picks of a batch round
+  join it), which spreads a round's picks over the inconsistent region as
+  the clustering does; with no inconsistent candidate, the farthest overall;
 - `albl`: Active Learning By Learning (Hsu & Lin 2015, libact): an Exp4.P
   bandit over the heuristics in `ALBL_EXPERTS` plus uniform sampling. Each
   expert advises its top candidate; the query is drawn from the experts'
@@ -69,6 +78,32 @@ def _badge(key: jax.Array, obs, ctx: Context, memory):
     # With no labelled sample yet, the distance to the origin (BADGE starts at the largest norm).
     d2_min = jnp.where(ctx.n_labeled > 0, nearest, norm_c)
     return _gumbel_log(key, d2_min), memory
+
+
+#: DropQuery's dropout draws per candidate and their rate (ALFM's recipe; our values).
+DROPQUERY_DRAWS = 3
+DROPQUERY_RATE = 0.75
+
+
+def dropout_inconsistency(key: jax.Array, ctx: Context) -> jnp.ndarray:
+    """Share of `DROPQUERY_DRAWS` dropout-perturbed predictions that differ from the clean one."""
+
+    def predicted(X):
+        return jnp.argmax(jnp.where(ctx.class_mask, ctx.probabilities(X), -1.0), axis=-1)
+
+    clean = predicted(ctx.cand_X)
+    keep = jax.random.bernoulli(key, 1.0 - DROPQUERY_RATE, (DROPQUERY_DRAWS, *ctx.cand_X.shape))
+    perturbed = jnp.where(keep, ctx.cand_X / (1.0 - DROPQUERY_RATE), 0.0)
+    changed = jax.vmap(predicted)(perturbed) != clean[None, :]
+    return jnp.mean(changed.astype(jnp.float32), axis=0)
+
+
+def _dropquery(key: jax.Array, obs, ctx: Context, memory):
+    inconsistent = dropout_inconsistency(key, ctx) >= 0.5
+    dist = ctx.dist_labeled[ctx.cand_index]
+    dist = jnp.where(jnp.isfinite(dist), dist, 0.0)  # nothing labelled yet: no spread term
+    far = dist / (jnp.max(jnp.where(obs.action_mask, dist, 0.0)) + 1e-12)  # in [0, 1]
+    return jnp.where(inconsistent, 2.0 + far, far), memory
 
 
 #: ALBL's experts, besides uniform sampling: one per family.
@@ -148,4 +183,5 @@ def _albl(key: jax.Array, obs, ctx: Context, memory):
 
 INFO_DENSITY = Strategy("info_density", "hybrid", _info_density)
 BADGE = Strategy("badge", "hybrid", _badge)
+DROPQUERY = Strategy("dropquery", "hybrid", _dropquery)
 ALBL = Strategy("albl", "hybrid", _albl, init=_albl_init)

@@ -1,8 +1,8 @@
 """Learned query strategies: a pure scoring function of the observation, its parameters and config.
 
     policy = LearnedStrategy(apply, params, {"scorer": "metaal.policy_net:candidate_scorer", ...})
-    policy.save("policy.msgpack")
-    policy = LearnedStrategy.load("policy.msgpack")
+    policy.save("runs/mine/policy")
+    policy = LearnedStrategy.load("runs/mine/policy")
     strategy = policy.to_strategy("learned")      # runs in the env like any heuristic
     picks = policy.query(X, y)                    # scikit-activeml's contract
 
@@ -45,8 +45,10 @@ from metaal.strategies.base import Strategy
 FORMAT_VERSION = 1
 #: Seed of `LearnedStrategy.query` unless `config["random_state"]` sets another.
 DEFAULT_RANDOM_STATE = 0
+#: The one file name of a policy: a training run's `RUN/policy`, and the shipped default's.
+POLICY_FILE = "policy"
 #: The shipped default policy (`LearnedStrategy.load("default")`, `--policy default`).
-DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default" / "policy.msgpack"
+DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default" / POLICY_FILE
 
 
 @dataclasses.dataclass

@@ -1,0 +1,191 @@
+"""The deep-AL regime: batch rounds, cold starts, ProbCover and DropQuery against brute force."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from skactiveml.pool import ProbCover
+from test_strategies import make_ctx, obs_for
+
+from metaal.data import Task, make_split, pad_split
+from metaal.data.synthetic import make_synthetic_task
+from metaal.envs.core import ActiveLearningEnv, EnvConfig, make_params
+from metaal.learners import make_learner
+from metaal.strategies.distribution import _probcover, purity_radius
+from metaal.strategies.hybrid import DROPQUERY_DRAWS, DROPQUERY_RATE, dropout_inconsistency
+
+CONFIG = EnvConfig(budget=10, n_initial=3, n_candidates=16, probe_size=8)
+
+
+@pytest.fixture(scope="module")
+def params():
+    task = make_synthetic_task(3, n_samples=300, n_features=6, n_classes=3)
+    return make_params(pad_split(make_split(task, 0, max_pool=150, max_val=60, max_test=60)))
+
+
+def run(config, params, seed=0):
+    env = ActiveLearningEnv(config)
+    obs, state = env.reset(jax.random.key(seed), params)
+    steps = []
+    for t in range(config.budget):
+        before = state
+        action = jnp.argmax(jnp.where(obs.action_mask, jnp.arange(obs.action_mask.shape[0]), -1))
+        obs, state, reward, term, _, info = env.step(jax.random.key(100 + t), state, action, params)
+        steps.append((before, state, float(reward), info))
+    return steps
+
+
+def test_batch_rounds_refit_and_reward_once_per_round_and_rewards_telescope(params):
+    b = 4
+    steps = run(dataclasses.replace(CONFIG, query_batch=b), params)
+    refits = [bool(info["refit"]) for _, _, _, info in steps]
+    assert refits == [(t + 1) % b == 0 or t + 1 == CONFIG.budget for t in range(CONFIG.budget)]
+    round_start = steps[0][0].val_score
+    for t, (before, after, reward, info) in enumerate(steps):
+        assert int(info["n_labeled"]) == CONFIG.n_initial + t + 1  # the labels follow the picks
+        if not refits[t]:
+            assert reward == 0.0
+            old, new = jax.tree.leaves(before.learner), jax.tree.leaves(after.learner)
+            for x, y in zip(old, new, strict=True):
+                np.testing.assert_array_equal(x, y)  # no refit inside a round
+            np.testing.assert_array_equal(before.class_counts, after.class_counts)
+            # ... but the set features move: the pick joins the labelled set's distances
+            assert float(jnp.sum(after.dist_labeled)) < float(jnp.sum(before.dist_labeled))
+        else:
+            # a round's rewards sum to its validation gain
+            gained = sum(r for _, _, r, _ in steps[t - (t % b) : t + 1])
+            assert gained == pytest.approx(float(after.val_score) - float(round_start), abs=1e-6)
+            round_start = after.val_score
+            labels = np.asarray(after.labeled_y)[: int(after.n_labeled)]
+            np.testing.assert_array_equal(
+                np.asarray(after.class_counts), np.bincount(labels, minlength=3)
+            )
+
+
+def test_query_batch_one_refits_every_step(params):
+    steps = run(CONFIG, params)
+    assert all(bool(info["refit"]) for _, _, _, info in steps)
+    assert sum(r for _, _, r, _ in steps) == pytest.approx(
+        float(steps[-1][1].val_score) - float(steps[0][0].val_score), abs=1e-6
+    )
+
+
+def _blobs(seed, k=4, per=40):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, 5)) * 12
+    X = np.concatenate([c + rng.normal(size=(per, 5)) for c in centres])
+    y = np.repeat(np.arange(k), per) % 2  # labels unrelated to the blobs
+    return Task("blobs", X, y.astype(np.int32), ("a", "b"), "test"), np.repeat(np.arange(k), per)
+
+
+@pytest.mark.parametrize("init", ["random", "centroids"])
+def test_label_free_initial_sets_use_no_labels(init):
+    task, _ = _blobs(0)
+    split = make_split(task, 0, max_pool=100, max_val=30, max_test=30)
+    flipped = dataclasses.replace(split, pool_y=1 - split.pool_y)
+    env = ActiveLearningEnv(dataclasses.replace(CONFIG, init=init, n_initial=4))
+    sets = [
+        np.asarray(env.reset(jax.random.key(1), make_params(pad_split(s)))[1].labeled_idx[:4])
+        for s in (split, flipped)
+    ]
+    np.testing.assert_array_equal(*sets)
+    assert len(set(sets[0].tolist())) == 4
+
+
+def test_centroid_start_takes_one_row_of_every_blob():
+    task, blob = _blobs(1)
+    # here the label is the blob (the start reads no label, so it may say which blob a row is in)
+    task = Task("blobs", task.X, blob.astype(np.int32), ("a", "b", "c", "d"), "test")
+    split = make_split(task, 0, max_pool=100, max_val=30, max_test=30)
+    env_params = make_params(pad_split(split))
+    blobs_hit = {}
+    for init in ("centroids", "random"):
+        env = ActiveLearningEnv(dataclasses.replace(CONFIG, init=init, n_initial=4))
+        blobs_hit[init] = [
+            len(set(np.asarray(env.reset(jax.random.key(seed), env_params)[1].labeled_y[:4])))
+            for seed in range(8)
+        ]
+    assert blobs_hit["centroids"] == [4] * 8  # one row of every blob, every seed
+    assert min(blobs_hit["random"]) < 4  # random starts miss a blob at least once
+
+
+def test_purity_radius_is_the_largest_pure_radius_by_brute_force():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    cluster = (X[:, 0] > 0).astype(np.int32) + (X[:, 1] > 0.5)
+    mask = np.ones(80, bool)
+    mask[-5:] = False
+    sq = ((X[:, None] - X[None]) ** 2).sum(-1)
+    delta = float(purity_radius(jnp.asarray(sq), jnp.asarray(cluster), jnp.asarray(mask), 0.9))
+    real = np.flatnonzero(mask)
+    dist = np.sqrt(sq[np.ix_(real, real)])
+    impure = cluster[real][:, None] != cluster[real][None]
+
+    def purity(r):
+        return 1 - np.mean(np.any((dist < r) & impure, axis=1))
+
+    assert purity(delta) >= 0.9 > purity(delta * (1 + 1e-5))
+
+
+def test_probcover_gains_match_scikit_activemls_greedy_coverage():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(50, 2))
+    labeled = np.zeros(50, bool)
+    labeled[[3, 17]] = True
+    delta = 0.7  # no pair of rows at exactly this distance
+    ctx = make_ctx(X, np.full((50, 2), 0.5), labeled)
+    sq = ((X[:, None] - X[None]) ** 2).sum(-1)
+    memory = {"ball": jnp.asarray(sq < delta**2), "delta": delta}
+    ours, _ = _probcover(jax.random.key(0), obs_for(ctx), ctx, memory)
+    y = np.where(labeled, 0, np.nan)
+    _, theirs = ProbCover(deltas=[delta], random_state=0).query(
+        X, y, batch_size=1, return_utilities=True
+    )
+    free = ~labeled
+    np.testing.assert_array_equal(np.asarray(ours)[free], theirs[0][free])
+
+
+def test_dropquery_inconsistency_matches_a_numpy_recount(params):
+    env = ActiveLearningEnv(dataclasses.replace(CONFIG, n_candidates=None))
+    obs, state = env.reset(jax.random.key(0), params)
+    ctx = env.context(state, params)
+    key = jax.random.key(5)
+    share = np.asarray(dropout_inconsistency(key, ctx))
+    keep = np.asarray(
+        jax.random.bernoulli(key, 1 - DROPQUERY_RATE, (DROPQUERY_DRAWS, *ctx.cand_X.shape))
+    )
+    W, b = np.asarray(state.learner["W"]), np.asarray(state.learner["b"])
+    k = int(np.sum(np.asarray(params.task.class_mask)))
+    X = np.asarray(ctx.cand_X)
+
+    def predicted(Z):
+        return np.argmax((Z @ W + b)[:, :k], axis=1)
+
+    changed = [predicted(np.where(m, X / (1 - DROPQUERY_RATE), 0)) != predicted(X) for m in keep]
+    np.testing.assert_allclose(share, np.mean(changed, axis=0))
+    assert 0 < share.mean() < 1  # dropout at this rate does move some predictions
+
+
+@pytest.mark.parametrize("spec", ["mlp:steps=20", "ensemble:members=3,steps=20"])
+def test_neural_learners_are_padding_invariant_from_their_first_weights(spec):
+    learner = make_learner(spec)
+    rng = np.random.default_rng(0)
+    d, k, pad_d, pad_k = 4, 3, 3, 2
+    X = rng.normal(size=(40, d)).astype(np.float32)
+    y = rng.integers(0, k, 40)
+    w = (np.arange(40) < 25).astype(np.float32)
+    Xp = np.concatenate([X, np.zeros((40, pad_d), np.float32)], axis=1)
+    key = jax.random.key(3)
+
+    def run(X, d_all, k_all, feature_mask):
+        class_mask = jnp.arange(k_all) < k
+        params = learner.init(key, d_all, k_all, feature_mask)
+        params = jax.jit(learner.fit)(params, X, jnp.asarray(y), jnp.asarray(w), class_mask)
+        return np.asarray(learner.predict_proba(params, X, class_mask))[:, :k]
+
+    plain = run(X, d, k, jnp.ones(d, bool))
+    padded = run(Xp, d + pad_d, k + pad_k, jnp.arange(d + pad_d) < d)
+    np.testing.assert_allclose(padded, plain, rtol=1e-5, atol=1e-6)
+    assert plain.std() > 0.01  # the fit moved away from uniform predictions
