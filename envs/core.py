@@ -104,6 +104,11 @@ class EnvConfig:
             raise ValueError(f"unknown init {self.init!r}; choose one of {INITS}")
         if self.query_batch < 1:
             raise ValueError(f"query_batch must be a positive count, got {self.query_batch}")
+        if self.query_batch > self.budget:
+            raise ValueError(
+                f"query_batch ({self.query_batch}) exceeds the budget ({self.budget}): a round "
+                "cannot hold more picks than the episode; lower --query-batch or raise --budget"
+            )
         self.make_learner(cold=True)  # a bad learner spec fails here, with the known settings
         if self.features is not None:  # JSON round trips give lists; configs must hash
             object.__setattr__(self, "features", tuple(self.features))

@@ -192,3 +192,12 @@ def test_neural_learners_are_padding_invariant_from_their_first_weights(spec):
     padded = run(Xp, d + pad_d, k + pad_k, jnp.arange(d + pad_d) < d)
     np.testing.assert_allclose(padded, plain, rtol=1e-5, atol=1e-6)
     assert plain.std() > 0.01  # the fit moved away from uniform predictions
+
+
+def test_bad_batch_and_init_settings_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"query_batch \(12\) exceeds the budget \(10\)"):
+        EnvConfig(budget=10, query_batch=12)
+    with pytest.raises(ValueError, match="unknown init 'kmeans'"):
+        EnvConfig(init="kmeans")
+    with pytest.raises(ValueError, match="query_batch must be a positive count"):
+        EnvConfig(query_batch=0)
