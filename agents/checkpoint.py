@@ -33,7 +33,7 @@ import numpy as np
 from flax import serialization
 
 from metaal.policy_net import resolve_scorer
-from metaal.strategies.learned import LearnedStrategy
+from metaal.strategies.learned import RUN_POLICY_FILE, LearnedStrategy
 
 FORMAT_VERSION = 1
 #: Checkpoints kept per run (the newest).
@@ -41,7 +41,7 @@ KEEP = 2
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.msgpack"
 META_FILE = "meta.json"
-POLICY_FILE = "policy"
+POLICY_FILE = RUN_POLICY_FILE
 
 
 class CheckpointError(ValueError):
