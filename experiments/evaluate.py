@@ -68,8 +68,9 @@ DEFAULT_INITIAL = 5
 #: The default output: a fresh folder `DEFAULT_OUT/<suite>__<unix time>` per run (compared by
 #: identity, so passing the string "runs/evaluate" writes exactly there).
 DEFAULT_OUT = Path("runs/evaluate")
-#: Files whose presence means a folder already holds an evaluation's results.
-RESULT_FILES = ("results.csv", "summary.csv", "report.md")
+#: The file whose presence means a folder holds an evaluation's results: written last, so a
+#: folder without it holds at most the partial files of a killed run, which a rerun replaces.
+RESULT_FILES = ("results.csv",)
 DEFAULT_LEARNER = "logreg"
 #: Episodes run by one call of a compiled runner (bounds memory on large suites).
 DEFAULT_MAX_ENVS = 256
