@@ -63,6 +63,19 @@ def test_check_env_passes(env):
     assert all("maximum value is infinity" in m for m in messages), messages
 
 
+def test_a_bare_make_runs_the_built_in_task_and_passes_check_env():
+    bare = gym.make(envs.ENV_ID)
+    assert bare.unwrapped.tasks.names == ("synthetic-default",)
+    assert bare.action_space == gym.spaces.Discrete(32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(bare.unwrapped)
+    messages = [str(w.message) for w in caught]
+    assert all("maximum value is infinity" in m for m in messages), messages
+    venv = gym.make_vec(envs.ENV_ID, num_envs=2, vectorization_mode="vector_entry_point")
+    assert venv.unwrapped.tasks.names == ("synthetic-default",)
+
+
 def test_spaces_and_python_return_types(env):
     space = env.observation_space
     assert isinstance(space, gym.spaces.Dict)
