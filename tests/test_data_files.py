@@ -378,11 +378,11 @@ def test_query_drops_columns_and_writes_the_id_of_each_pick(tmp_path, capsys):
     argv += ["--id", "key", "--drop", "junk", "--batch-size", "4", "--out", str(out)]
     assert main(argv) == 0
     picks = pd.read_csv(out, dtype={"key": str})
-    assert list(picks.columns) == ["row", "key", "score", "order"]
+    assert list(picks.columns) == ["order", "row", "key", "score"]  # as printed (issue 12)
     assert picks.key.tolist() == [f"k{row:03d}" for row in picks.row]
     assert (picks.row >= 12).all() and len(picks) == 4
-    printed = capsys.readouterr().out
-    assert "order  row  score  key" in printed and picks.key[0] in printed
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1].split() == list(picks.columns) and picks.key[0] in printed[2]
 
 
 def test_evaluate_passes_drop_and_id_to_every_file(tmp_path, capsys):
