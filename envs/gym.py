@@ -4,8 +4,12 @@
 `envs/functional_jax_env.py`: it keeps the core's `EnvState` and a JAX key,
 returns numpy observations, a Python `float` reward, a `bool` terminated
 flag, a plain `False` truncated flag and Python scalars in `info`. It never
-resets itself. A masked, already-labelled or out-of-range action is the
-core's no-op: it uses one query and is rewarded `-invalid_action_penalty`.
+resets itself. An action must lie in the action space, `Discrete(C)`: an
+integer 0..C-1 (a Python int, a numpy integer or a 0-d integer array).
+Anything else (out of range, a float such as 2.7, a string, None, an array
+of shape other than ()) raises a `ValueError` naming the action and the
+space. A masked or already-labelled action inside the space is the core's
+no-op: it uses one query and is rewarded `-invalid_action_penalty`.
 
 `ActiveLearningVectorEnv` runs `num_envs` episodes at once with one
 `jax.jit(jax.vmap(...))` of the core's reset and step, and resets finished
@@ -19,7 +23,9 @@ reset with seed `s` follows the chain of `jax.random.key(s + i)` (the
 seeding convention of Gymnasium's `SyncVectorEnv`), so its rows equal a
 single env reset with seed `s + i` and given the same actions.
 
-Tasks: `task` is a `Task`, a `Split`, a data set or suite name
+Tasks: without `task`, a small fixed synthetic task (`default_task`, no
+optional package needed) so that `gym.make("metaal/ActiveLearning-v0")`
+works bare; otherwise `task` is a `Task`, a `Split`, a data set or suite name
 (`"keel/wine"`, `"heldout"`, see `metaal.data.suites`), a file path, or a
 sequence of these. Every task is split once with `split_seed` and all are
 padded to common shapes, so one compiled step serves them all. The single
@@ -44,7 +50,16 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from metaal import features
-from metaal.data import Split, Task, load_task, make_split, pad_split, stack_splits, suite_names
+from metaal.data import (
+    Split,
+    Task,
+    load_task,
+    make_split,
+    make_synthetic_task,
+    pad_split,
+    stack_splits,
+    suite_names,
+)
 from metaal.envs.core import (
     ActiveLearningEnv,
     EnvConfig,
@@ -61,6 +76,12 @@ STEP_INFO = ("test_score", "pool_index", "valid_action")
 
 
 _make_params_batch = jax.jit(jax.vmap(make_params))
+
+
+@functools.cache
+def default_task() -> Task:
+    """The task of a bare `gym.make`: 400 rows, 5 features, 2 classes, synthetic seed 0."""
+    return make_synthetic_task(0, n_samples=400, n_features=5, name="synthetic-default")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,10 +165,31 @@ def to_numpy(obs: Any) -> dict[str, np.ndarray]:
     }
 
 
-def _as_actions(action: Any, n_candidates: int) -> np.ndarray:
-    """int32 actions; out-of-range ones become -1, which the core treats as invalid."""
-    a = np.asarray(action).astype(np.int64)
-    return np.where((a >= 0) & (a < n_candidates), a, -1).astype(np.int32)
+def check_action(action: Any, space: spaces.Discrete) -> np.int32:
+    """`action` as the core's int32, or a `ValueError` naming it and `space` when outside it."""
+    if not space.contains(action):
+        raise ValueError(
+            f"action {action!r} ({type(action).__name__}) is not in the action space {space}: "
+            f"give one integer from 0 to {space.n - 1} (a candidate's index)"
+        )
+    return np.int32(action)
+
+
+def check_actions(actions: Any, space: spaces.Discrete, num_envs: int) -> np.ndarray:
+    """A vector env's actions as int32 (num_envs,), or a `ValueError` naming the bad ones."""
+    a = np.asarray(actions)
+    if a.shape != (num_envs,) or not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(
+            f"actions {actions!r}: expected {num_envs} integers (shape ({num_envs},)), one per "
+            f"env, each in {space}; got shape {a.shape} and dtype {a.dtype}"
+        )
+    outside = np.nonzero((a < 0) | (a >= space.n))[0]
+    if outside.size:
+        raise ValueError(
+            f"actions {a.tolist()}: env(s) {outside.tolist()} got actions outside the action "
+            f"space {space}; give integers from 0 to {space.n - 1}"
+        )
+    return a.astype(np.int32)
 
 
 @functools.cache
@@ -218,7 +260,7 @@ class ActiveLearningGymEnv(gym.Env):
 
     def __init__(
         self,
-        task: TaskSpec,
+        task: TaskSpec | None = None,
         budget: int = 100,
         n_candidates: int | None = 32,
         reward: str = "gain",
@@ -234,6 +276,7 @@ class ActiveLearningGymEnv(gym.Env):
         if render_mode is not None:
             raise ValueError(f"render_mode {render_mode!r} is not supported; this env has none")
         self.config = _config(budget, n_candidates, reward, learner, n_initial, config)
+        task = default_task() if task is None else task
         self.tasks = prepare_tasks(task, self.config, split_seed, max_pool, max_val, max_test)
         self.core = core_env(self.config)
         self._task_params = [self.tasks.take(i) for i in range(len(self.tasks.names))]
@@ -290,12 +333,12 @@ class ActiveLearningGymEnv(gym.Env):
         return to_numpy(obs), info
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        """Query candidate `action`; an invalid one is a penalised no-op, never an error."""
+        """Query candidate `action`: masked is a penalised no-op, outside the space a ValueError."""
+        action = check_action(action, self.action_space)
         if self.state is None or self._done:
             raise gym.error.ResetNeeded(
                 "step() called before reset() or after the episode terminated; call reset()"
             )
-        action = _as_actions(action, self.action_space.n)
         self._chain, key = _split_jit(self._chain)
         obs, self.state, reward, terminated, _, info = self.core.step(
             key, self.state, action, self.params
@@ -320,7 +363,7 @@ class ActiveLearningVectorEnv(VectorEnv):
     def __init__(
         self,
         num_envs: int,
-        task: TaskSpec,
+        task: TaskSpec | None = None,
         budget: int = 100,
         n_candidates: int | None = 32,
         reward: str = "gain",
@@ -338,6 +381,7 @@ class ActiveLearningVectorEnv(VectorEnv):
         if num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
         self.config = _config(budget, n_candidates, reward, learner, n_initial, config)
+        task = default_task() if task is None else task
         self.tasks = prepare_tasks(task, self.config, split_seed, max_pool, max_val, max_test)
         self.core = core_env(self.config)
         self.num_envs = num_envs
@@ -388,11 +432,9 @@ class ActiveLearningVectorEnv(VectorEnv):
         self, actions: Any
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Step every env; envs that finished on the previous call are reset instead."""
+        actions = check_actions(actions, self.single_action_space, self.num_envs)
         if self.state is None:
             raise gym.error.ResetNeeded("step() called before reset(); call reset() first")
-        actions = _as_actions(actions, self.single_action_space.n)
-        if actions.shape != (self.num_envs,):
-            raise ValueError(f"actions: expected shape ({self.num_envs},), got {actions.shape}")
         chains, obs, state, reward, terminated, _, info = self._step_fn(
             self._chains, self.state, actions, self.params
         )

@@ -34,13 +34,34 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """`--help` that ends every option's help with its default, unless the help already says it.
+
+    (argparse's `ArgumentDefaultsHelpFormatter` would add a second, raw
+    "(default: None)" to the options whose help explains their default.)
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        default = action.default
+        shown = "none" if default is None or default == [] else default
+        shown = "off" if shown is False else shown
+        return f"{text} (default: {str(shown).replace('%', '%%')})"
+
+
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     """The top-level parser; only the chosen subcommand's module is imported."""
-    parser = argparse.ArgumentParser(prog="metaal", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="metaal", description=__doc__.split("\n\n")[0], formatter_class=DefaultsFormatter
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((a for a in argv if a in COMMANDS), None)
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=DefaultsFormatter
+        )
         if name == chosen:
             importlib.import_module(module).add_arguments(p, argv)
     return parser

@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from metaal.experiments import outputs
+
 
 def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     """Options of `metaal datasets`."""
     parser.add_argument(
         "--suite",
         action="append",
-        help="suite(s) to list (default: train and heldout); e.g. synthetic",
+        help="suite(s) to list, repeatable, e.g. synthetic (default: train and heldout)",
     )
 
 
+@outputs.command("datasets")
 def main(args: argparse.Namespace) -> int:
     """Print one line per dataset of the chosen suites."""
     from metaal.data import describe_suites

@@ -11,18 +11,20 @@
    (offline by default) and prints the summary table.
 
 `metaal demo --quick` skips training and evaluates the shipped policy.
+Every input is checked, and the run folder claimed and locked
+(`metaal.experiments.outputs.claim`), before anything is computed.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from metaal import metrics, tracking
+from metaal.experiments import outputs
 
 DEFAULT_SEEDS = 20
 DEFAULT_BUDGET = 100
@@ -30,12 +32,16 @@ DEFAULT_BUDGET = 100
 
 def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     """Options of `metaal demo`."""
-    parser.add_argument("--quick", action="store_true", help="use the shipped policy, no training")
-    parser.add_argument("--out", help="run folder (default: runs/demo__<time>)")
+    parser.add_argument(
+        "--quick", action="store_true", help="use the shipped policy, no training (default: off)"
+    )
+    parser.add_argument("--out", help="run folder (default: a fresh runs/demo__<unix time>)")
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="paired seeds")
     parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="queries per run")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
-    parser.add_argument("--no-oracle", action="store_true", help="skip the oracle reference")
+    parser.add_argument(
+        "--no-oracle", action="store_true", help="skip the oracle reference (default: off)"
+    )
     parser.add_argument(
         "--query-batch",
         type=int,
@@ -82,22 +88,35 @@ def summary_table(results_csv: Path, learned: str = "learned") -> str:
     return "\n".join(lines)
 
 
+#: The parts of a demo's folder: a folder holding either already holds a demo's results.
+PARTS = ("train", "eval")
+
+
+@outputs.command("demo")
 def main(args: argparse.Namespace) -> int:
     """Train (unless --quick), evaluate on `heldout`, print the summary."""
+    from metaal.envs.core import EnvConfig
+    from metaal.experiments import flags
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    with flags.in_flag_terms({"budget": "--budget", "learner": "--learner"}):
+        EnvConfig(budget=args.budget, learner=args.learner)  # bad values fail before any compute
+    out = Path(args.out) if args.out else outputs.fresh_folder("runs", "demo")
+    with outputs.claim(out, holds=PARTS, fix="choose another --out"):
+        print(f"run folder: {out}", flush=True)
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
+    """The demo inside its claimed folder `out`."""
     from metaal.data import suite_names
     from metaal.experiments import configs
     from metaal.experiments.evaluate import evaluate
     from metaal.experiments.train import train
-    from metaal.learners import parse_learner
     from metaal.strategies import HEURISTICS
 
-    try:
-        parse_learner(args.learner)  # a bad spec fails before any compute
-    except ValueError as err:
-        print(f"metaal demo: error: {err}", file=sys.stderr)
-        return 2
     started = time.perf_counter()
-    out = Path(args.out or f"runs/demo__{int(time.time())}")
     if args.quick:
         policy = "default"
         print("demo --quick: evaluating the shipped default policy", flush=True)

@@ -17,20 +17,25 @@ Protocol (see `metaal.metrics` for the numbers):
   learner, because ensemble disagreement is what it measures. Its curve is
   therefore the ensemble's test accuracy; the report says so.
 
-Outputs in `--out`: results.csv (dataset, strategy, seed, step, n_labeled,
-test_accuracy), summary.csv (dataset, strategy, aulc_mean, aulc_std,
-final_accuracy_mean, rank), report.md, learning_curves.png, mean_ranks.png,
-and a W&B run (offline by default) with the config, the
+Outputs in `--out` (default: a fresh folder `runs/evaluate/<suite>__<unix time>`):
+results.csv (dataset, strategy, seed, step, n_labeled, test_accuracy),
+summary.csv (dataset, strategy, aulc_mean, aulc_std, final_accuracy_mean,
+rank), config.json (what was run), report.md, learning_curves.png,
+mean_ranks.png, and a W&B run (offline by default) with the config, the
 `eval/<dataset>/<strategy>/test_accuracy` curves, the summary table and the
-plots.
+plots. The folder is checked and locked before anything is computed
+(`metaal.experiments.outputs.claim`); one that already holds results is
+refused unless `--overwrite`. Every file is written atomically
+(`metaal.atomic`): a killed run leaves no half-written file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
-import sys
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,18 +47,30 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from metaal import metrics, tracking
+from metaal import atomic, metrics, tracking
 from metaal.data import Task, load_file, load_task, make_split, stack_splits, suite_names
 from metaal.data.batch import TaskBatch
 from metaal.envs.core import INITS, ActiveLearningEnv, EnvConfig, check_fits, make_params
-from metaal.experiments import report
-from metaal.strategies import HEURISTICS, Strategy, get_strategy, initial_memory, select
+from metaal.experiments import flags, outputs, report
+from metaal.strategies import (
+    HEURISTICS,
+    STRATEGIES,
+    Strategy,
+    get_strategy,
+    initial_memory,
+    select,
+)
 from metaal.strategies.learned import LearnedStrategy
 
 DEFAULT_SEEDS = 20
 DEFAULT_BUDGET = 100
 DEFAULT_INITIAL = 5
-DEFAULT_OUT = "runs/evaluate"
+#: The default output: a fresh folder `DEFAULT_OUT/<suite>__<unix time>` per run (compared by
+#: identity, so passing the string "runs/evaluate" writes exactly there).
+DEFAULT_OUT = Path("runs/evaluate")
+#: The file whose presence means a folder holds an evaluation's results: written last, so a
+#: folder without it holds at most the partial files of a killed run, which a rerun replaces.
+RESULT_FILES = ("results.csv",)
 DEFAULT_LEARNER = "logreg"
 #: Episodes run by one call of a compiled runner (bounds memory on large suites).
 DEFAULT_MAX_ENVS = 256
@@ -116,8 +133,16 @@ def resolve_strategies(
     policy: LearnedStrategy | str | Path | None = None,
     policy_name: str = "learned",
 ) -> list[tuple[Strategy, int | None]]:
-    """Strategies by name (default: the deployable heuristics) plus the policy, with probe sizes."""
-    chosen = [get_strategy(s) if isinstance(s, str) else s for s in (strategies or HEURISTICS)]
+    """Strategies by name (None: the deployable heuristics) plus the policy, with probe sizes."""
+    if strategies is not None and not strategies and policy is None:
+        raise ValueError(
+            "the list of strategies is empty; name some, e.g. ['margin', 'random'], or pass "
+            "None to run every heuristic"
+        )
+    chosen = [
+        get_strategy(s) if isinstance(s, str) else s
+        for s in (HEURISTICS if strategies is None else strategies)
+    ]
     out: list[tuple[Strategy, int | None]] = [(s, None) for s in chosen]
     if policy is not None:
         learned = policy if isinstance(policy, LearnedStrategy) else LearnedStrategy.load(policy)
@@ -312,16 +337,22 @@ def evaluate(
     split: dict[str, Any] | None = None,
     query_batch: int | None = None,
     init: str | None = None,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """Run every strategy on every task and seed; write the outputs to `out_dir`; return results.
 
-    `seeds` is a count (seeds 0..n-1) or explicit seed numbers. `out_dir=None`
-    writes nothing (and logs nothing to W&B). At most `max_envs` episodes
-    (data sets x seeds) run at once. Returns the results frame (columns
-    `metaal.metrics.RESULT_COLUMNS`). `shortlist` puts the policy behind
-    margin's shortlist of that size (`LearnedStrategy.with_shortlist`; 0 lifts
-    the policy's own). `drop` and `id_column` name columns of the files that
-    are not features.
+    `seeds` is a count (seeds 0..n-1) or explicit seed numbers. `strategies`
+    None runs every deployable heuristic; an empty list runs only `policy`.
+    `out_dir=None` writes nothing (and logs nothing to W&B); the default
+    writes to a fresh folder `runs/evaluate/<suite>__<unix time>`. A folder
+    that already holds results is refused unless `overwrite`, and a folder
+    another run is writing to is refused; both before anything is computed.
+    At most `max_envs` episodes (data sets x seeds) run at once. Returns the
+    results frame (columns `metaal.metrics.RESULT_COLUMNS`). `policy` is a
+    `LearnedStrategy`, a policy file, `"default"` or the folder of a finished
+    `metaal train` run. `shortlist` puts the policy behind margin's shortlist
+    of that size (`LearnedStrategy.with_shortlist`; 0 lifts the policy's own).
+    `drop` and `id_column` name columns of the files that are not features.
 
     The env is `EnvConfig(budget, n_initial, n_candidates, learner, query_batch,
     init)` (defaults: budget 100, 5 initial labels, the whole pool as
@@ -351,6 +382,11 @@ def evaluate(
         )
     policy_file = str(policy) if isinstance(policy, str | Path) else None
     if policy_file is not None:
+        if policy_file in STRATEGIES and not Path(policy_file).exists():
+            raise ValueError(
+                f"--policy {policy_file}: {policy_file!r} is a heuristic, not a learned policy; "
+                f"evaluate it with --strategies {policy_file} (strategies=[{policy_file!r}])"
+            )
         policy = LearnedStrategy.load(policy_file)
     if shortlist is not None:
         if policy is None:
@@ -358,34 +394,47 @@ def evaluate(
         policy = policy.with_shortlist(shortlist)
     chosen = resolve_strategies(strategies, policy, policy_name)
     entries = make_entries(chosen, env)
-    tasks = load_tasks(tasks_or_names, targets, drop, id_column)
-    names = [t.name for t in tasks]
-    batch = make_batch(tasks, seeds, **(split or {}))
-    check_budget(tasks, batch, len(seeds), entries[0].config)
-    params = jax.jit(jax.vmap(make_params))(batch)
+    if out_dir is DEFAULT_OUT:
+        out_dir = outputs.fresh_folder(DEFAULT_OUT, suite)
+    folder = (
+        contextlib.nullcontext()
+        if out_dir is None
+        else outputs.claim(
+            out_dir,
+            holds=RESULT_FILES,
+            fix="choose another --out, or pass --overwrite to replace them",
+            overwrite=overwrite,
+        )
+    )
+    with folder:
+        tasks = load_tasks(tasks_or_names, targets, drop, id_column)
+        names = [t.name for t in tasks]
+        batch = make_batch(tasks, seeds, **(split or {}))
+        check_budget(tasks, batch, len(seeds), entries[0].config)
+        params = jax.jit(jax.vmap(make_params))(batch)
 
-    started = time.perf_counter()
-    results = run_entries(entries, names, seeds, params, max_envs, progress)
-    elapsed = time.perf_counter() - started
+        started = time.perf_counter()
+        results = run_entries(entries, names, seeds, params, max_envs, progress)
+        elapsed = time.perf_counter() - started
 
-    if out_dir is not None:
-        config = {
-            "suite": suite,
-            "datasets": names,
-            "strategies": [e.strategy.name for e in entries],
-            "learners": {e.strategy.name: e.config.learner for e in entries},
-            "references": [e.strategy.name for e in entries if not e.strategy.deployable],
-            "seeds": seeds,
-            "budget": env.budget,
-            "n_initial": env.n_initial,
-            "n_candidates": env.n_candidates,
-            "env": dataclasses.asdict(entries[0].config),
-            "split": split or {},
-            "policy": policy_file,
-            "policy_shortlist": None if policy is None else policy.config.get("shortlist", 0),
-            "elapsed_seconds": elapsed,
-        }
-        write_outputs(results, Path(out_dir), config, wandb_mode, wandb_project)
+        if out_dir is not None:
+            config = {
+                "suite": suite,
+                "datasets": names,
+                "strategies": [e.strategy.name for e in entries],
+                "learners": {e.strategy.name: e.config.learner for e in entries},
+                "references": [e.strategy.name for e in entries if not e.strategy.deployable],
+                "seeds": seeds,
+                "budget": env.budget,
+                "n_initial": env.n_initial,
+                "n_candidates": env.n_candidates,
+                "env": dataclasses.asdict(entries[0].config),
+                "split": split or {},
+                "policy": policy_file,
+                "policy_shortlist": None if policy is None else policy.config.get("shortlist", 0),
+                "elapsed_seconds": elapsed,
+            }
+            write_outputs(results, Path(out_dir), config, wandb_mode, wandb_project)
     return results
 
 
@@ -395,10 +444,15 @@ def write_outputs(
     """Write the CSVs, report and plots to `out` and log them to a W&B run; returns the paths."""
     out.mkdir(parents=True, exist_ok=True)
     summary = metrics.summarise(results)
-    paths = {"results": out / "results.csv", "summary": out / "summary.csv"}
-    results.to_csv(paths["results"], index=False)
-    summary.to_csv(paths["summary"], index=False)
+    paths = {"config": out / "config.json", "summary": out / "summary.csv"}
+    atomic.write_text(paths["config"], json.dumps(config, indent=2, default=str))
+    with atomic.replacing(paths["summary"]) as tmp:
+        summary.to_csv(tmp, index=False)
     paths.update(report.write_report(results, summary, out, config))
+    # results.csv last: its presence means the evaluation's files are all complete
+    paths["results"] = out / "results.csv"
+    with atomic.replacing(paths["results"]) as tmp:
+        results.to_csv(tmp, index=False)
 
     run = tracking.init_run(
         wandb_project,
@@ -502,67 +556,104 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
         help="the initial labelled set: stratified (reads labels), random, or centroids "
         "(k-means on the features, no labels: a cold start) (default: stratified)",
     )
-    parser.add_argument("--out", default=DEFAULT_OUT, help="output folder")
+    parser.add_argument(
+        "--out", help=f"output folder (default: a fresh {DEFAULT_OUT}/<suite>__<unix time>)"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results an --out folder already holds (default: refuse)",
+    )
     parser.add_argument(
         "--wandb-mode", choices=tracking.MODES, default="offline", help="W&B logging mode"
     )
     parser.add_argument("--wandb-project", default=WANDB_PROJECT, help="W&B project")
-    parser.add_argument("--policy", help="a learned policy file (LearnedStrategy.save)")
+    parser.add_argument(
+        "--policy",
+        help="a learned policy: a policy file (LearnedStrategy.save), 'default' for the shipped "
+        "one, or the folder of a finished `metaal train` run (default: none)",
+    )
     parser.add_argument("--name", default="learned", help="the learned policy's strategy name")
     parser.add_argument(
         "--shortlist",
         type=int,
         help="the policy re-ranks only margin's K most uncertain candidates (overrides the "
-        "policy's own; 0: all candidates)",
+        "policy's own; 0: all candidates) (default: the policy's own)",
     )
 
 
+#: The `EnvConfig` fields `metaal evaluate` sets, by the flag that sets them (for messages).
+ENV_FLAGS = {
+    "budget": "--budget",
+    "n_initial": "--n-initial",
+    "n_candidates": "--n-candidates",
+    "learner": "--learner",
+}
+
+
+@outputs.command("evaluate")
 def main(args: argparse.Namespace) -> int:
     """Run `metaal evaluate` from parsed arguments; returns the exit code (2 on bad input)."""
-    try:
-        if not args.suite and not args.data:
-            raise ValueError("no data sets given; pass --suite NAME or --data FILE")
-        if args.target and not args.data:
-            raise ValueError("--target names the label column of --data files; add --data FILE")
-        if (args.drop or args.id) and not args.data:
-            raise ValueError("--drop and --id name columns of --data files; add --data FILE")
-        if len(args.target) not in (0, 1, len(args.data)):
+    if not args.suite and not args.data:
+        raise ValueError("no data sets given; pass --suite NAME or --data FILE")
+    if args.target and not args.data:
+        raise ValueError("--target names the label column of --data files; add --data FILE")
+    if (args.drop or args.id) and not args.data:
+        raise ValueError("--drop and --id name columns of --data files; add --data FILE")
+    if len(args.target) not in (0, 1, len(args.data)):
+        raise ValueError(
+            f"{len(args.target)} --target values for {len(args.data)} --data files; "
+            "give one for all files or one per file"
+        )
+    targets = args.target * len(args.data) if len(args.target) == 1 else args.target
+    names = suite_names(args.suite) if args.suite else []
+    strategies = None
+    if args.strategies is not None:  # "--strategies ," names none: an error, not every one
+        strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+        if not strategies:
             raise ValueError(
-                f"{len(args.target)} --target values for {len(args.data)} --data files; "
-                "give one for all files or one per file"
+                f"--strategies {args.strategies!r} names no strategy; list some, e.g. "
+                "--strategies margin,random, or leave it out to run every heuristic"
             )
-        targets = args.target * len(args.data) if len(args.target) == 1 else args.target
-        names = suite_names(args.suite) if args.suite else []
-        strategies = args.strategies.split(",") if args.strategies else None
-        if strategies is not None:
-            strategies = [s.strip() for s in strategies if s.strip()]
-        if args.seeds < 1:
-            raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
-        results = evaluate(
-            [*args.data, *names],
-            strategies=strategies,
-            seeds=args.seeds,
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.n_candidates is not None and args.n_candidates < 1:
+        raise ValueError(
+            f"--n-candidates must be at least 1, got {args.n_candidates}; leave it out to offer "
+            "the whole pool"
+        )
+    if args.shortlist is not None and args.shortlist < 0:
+        raise ValueError(f"--shortlist must be >= 0 (0: no shortlist), got {args.shortlist}")
+    with flags.in_flag_terms(ENV_FLAGS):
+        env = EnvConfig(
             budget=args.budget,
             n_initial=args.n_initial,
-            out_dir=args.out,
-            wandb_mode=args.wandb_mode,
-            policy=args.policy,
-            policy_name=args.name,
-            shortlist=args.shortlist,
             n_candidates=args.n_candidates,
             learner=args.learner,
             query_batch=args.query_batch,
             init=args.init,
-            targets=targets,
-            drop=args.drop,
-            id_column=args.id,
-            suite=args.suite or "data",
-            wandb_project=args.wandb_project,
         )
-    except ValueError as err:  # DataError is a ValueError: bad input, told plainly
-        print(f"metaal evaluate: error: {err}", file=sys.stderr)
-        return 2
+    suite = args.suite or "data"
+    out = Path(args.out) if args.out else outputs.fresh_folder(DEFAULT_OUT, suite)
+    print(f"evaluating into {out}", flush=True)
+    results = evaluate(
+        [*args.data, *names],
+        strategies=strategies,
+        seeds=args.seeds,
+        env=env,
+        out_dir=out,
+        wandb_mode=args.wandb_mode,
+        policy=args.policy,
+        policy_name=args.name,
+        shortlist=args.shortlist,
+        targets=targets,
+        drop=args.drop,
+        id_column=args.id,
+        suite=suite,
+        wandb_project=args.wandb_project,
+        overwrite=args.overwrite,
+    )
     summary = metrics.summarise(results)
     print(report.mean_rank_table(summary))
-    print(f"results in {args.out}")
+    print(f"results in {out}")
     return 0

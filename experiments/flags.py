@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import functools
 import inspect
 import textwrap
 import types
 import typing
+from collections.abc import Iterator
 from typing import Any
 
 NONE = "none"
@@ -148,7 +150,8 @@ def apply_flags(args: argparse.Namespace, sections: dict[str, Any]) -> dict[str,
             for dest, value in vars(args).items()
             if dest.startswith(section + ".") and value is not None
         }
-        out[section] = dataclasses.replace(config, **changes) if changes else config
+        with in_flag_terms({name: flag_name(name) for name in changes}):
+            out[section] = dataclasses.replace(config, **changes) if changes else config
     return out
 
 
@@ -160,3 +163,20 @@ def flat_config(sections: dict[str, Any]) -> dict[str, Any]:
             value = getattr(config, f.name)
             flat[f.name] = list(value) if isinstance(value, tuple) else value
     return flat
+
+
+@contextlib.contextmanager
+def in_flag_terms(names: dict[str, str]) -> Iterator[None]:
+    """Re-raise a `ValueError` that starts with a field name in terms of the flag that sets it.
+
+    `n_initial must be at least 1` becomes `--init must be at least 1` with
+    `names={"n_initial": "--init"}`: command-line messages name flags.
+    """
+    try:
+        yield
+    except ValueError as err:
+        message = str(err)
+        field = message.split(" ", 1)[0]
+        if field not in names:
+            raise
+        raise ValueError(names[field] + message[len(field) :]) from err

@@ -6,19 +6,32 @@ Rows whose target is empty are the unlabelled pool, the rest are labelled.
 The learner is fitted on the labelled rows, the policy scores every
 unlabelled row, and a batch is picked greedily: after each pick the row joins
 the labelled set, so distances to the labelled set move and the batch spreads
-out instead of taking the top-k scores. Output: one line per pick with the
-row number (0-based, counting data rows of the file), the policy's score and,
-with `--id COLUMN`, the row's id. `--drop COLUMN` leaves a column out.
+out instead of taking the top-k scores. Output (printed, and with `--out` as
+a CSV with the same columns in the same order): `order` (0 = picked first),
+`row` (0-based, counting data rows of the file), with `--id COLUMN` the
+row's id, and `score`. A pick's score is the policy's score *at the moment
+of that pick*, after the earlier picks joined the labelled set; so scores
+need not decrease with `order`. `--drop COLUMN` leaves a column out. The
+`--out` path is checked before anything is computed and written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import sys
+import io
 from collections.abc import Sequence
 
 import numpy as np
+
+from metaal import atomic
+from metaal.experiments import outputs
+
+#: Help of --out and the printed table's note: what a greedy batch's score is.
+SCORE_NOTE = (
+    "score: the policy's score at the moment of the pick, after the earlier picks joined the "
+    "labelled set, so scores need not decrease with order"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
@@ -26,10 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument(
         "--policy",
         default="default",
-        help="policy file, or 'default' for the shipped policy, or a heuristic name (e.g. margin)",
+        help="policy file, 'default' for the shipped policy, the folder of a finished "
+        "`metaal train` run, or a heuristic name (e.g. margin)",
     )
-    parser.add_argument("--data", required=True, help="CSV or NPZ file; empty target = unlabelled")
-    parser.add_argument("--target", help="name of the label column (CSV)")
+    parser.add_argument(
+        "--data", required=True, help="CSV or NPZ file; empty target = unlabelled (required)"
+    )
+    parser.add_argument("--target", help="name of the label column (CSV) (default: none)")
     parser.add_argument(
         "--drop",
         action="append",
@@ -38,10 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
         help="a column to leave out of the features (repeatable)",
     )
     parser.add_argument(
-        "--id", metavar="COLUMN", help="a column naming the rows: not a feature, shown per pick"
+        "--id",
+        metavar="COLUMN",
+        help="a column naming the rows: not a feature, shown per pick (default: none)",
     )
     parser.add_argument("--batch-size", type=int, default=10, help="rows to pick")
-    parser.add_argument("--out", help="write the picks to this CSV (columns row,[id,]score,order)")
+    parser.add_argument(
+        "--out",
+        help="also write the picks to this CSV, columns order,row,[id,]score as printed; "
+        f"{SCORE_NOTE} (default: print only)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed for tie-breaking")
     parser.add_argument(
         "--learner",
@@ -75,6 +97,28 @@ def load_query_strategy(policy: str, seed: int, learner: str | None = None):
     )
 
 
+def check_request(y: np.ndarray, batch_size: int) -> None:
+    """The adapter's label check, and --batch-size within the pool, before anything is loaded."""
+    from metaal.strategies.adapter import check_labelled
+
+    check_labelled(y)
+    n_pool = int(np.isnan(y).sum())
+    if not 1 <= batch_size <= n_pool:
+        raise ValueError(
+            f"--batch-size {batch_size} must be between 1 and the {n_pool} unlabelled rows"
+        )
+
+
+def picks_table(idx: np.ndarray, scores: np.ndarray, ids: list | None, id_name: str | None):
+    """The picks as (header, rows): order, row, [id,] score, the same for screen and CSV."""
+    header = ["order", "row", *([id_name] if id_name else []), "score"]
+    rows = [
+        [order, int(row), *([ids[row]] if id_name else []), float(score)]
+        for order, (row, score) in enumerate(zip(idx, scores, strict=True))
+    ]
+    return header, rows
+
+
 def pick(
     X: np.ndarray,
     y: np.ndarray,
@@ -84,48 +128,44 @@ def pick(
     learner: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rows to annotate next and their scores; `y` holds class indices, NaN = unlabelled."""
-    labelled = ~np.isnan(y)
-    n_classes = len(np.unique(y[labelled]))
-    if n_classes < 2:
-        raise ValueError(
-            f"only {int(labelled.sum())} labelled row(s) covering {n_classes} class(es): the "
-            "learner needs labelled rows of at least two classes; label a few more rows first"
-        )
-    n_pool = int((~labelled).sum())
-    if not 1 <= batch_size <= n_pool:
-        raise ValueError(
-            f"--batch-size {batch_size} must be between 1 and the {n_pool} unlabelled rows"
-        )
-    qs = load_query_strategy(policy, seed, learner)
+    check_request(y, batch_size)
+    return picks_of(load_query_strategy(policy, seed, learner), X, y, batch_size)
+
+
+def picks_of(qs, X: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows query strategy `qs` picks and each pick's score at the moment it was picked."""
     idx, utilities = qs.query(X, y, batch_size=batch_size, return_utilities=True)
     idx = np.asarray(idx)
     scores = np.asarray(utilities)[np.arange(len(idx)), idx]
     return idx, scores
 
 
+@outputs.command("query")
 def main(args: argparse.Namespace) -> int:
     """Print (and optionally write) the picked rows."""
-    from metaal.data import DataError, load_labelled_and_unlabelled
+    from metaal.data import load_labelled_and_unlabelled
 
-    try:
-        data = load_labelled_and_unlabelled(
-            args.data, args.target, drop=args.drop, id_column=args.id
-        )
-        X, y, class_names = data
-        idx, scores = pick(X, y, args.policy, args.batch_size, args.seed, args.learner)
-    except (DataError, ValueError) as err:
-        print(f"metaal query: {err}", file=sys.stderr)
-        return 2
-    print(f"{len(idx)} rows to annotate next (of {int(np.isnan(y).sum())} unlabelled):")
-    ids = [[data.ids[row]] if args.id else [] for row in idx]
-    print("order  row  score" + (f"  {args.id}" if args.id else ""))
-    for order, (row, score) in enumerate(zip(idx, scores, strict=True)):
-        print(f"{order:>5} {row:>4} {score:.4f}", *ids[order])
+    data = load_labelled_and_unlabelled(args.data, args.target, drop=args.drop, id_column=args.id)
+    X, y, _ = data
+    check_request(y, args.batch_size)
+    qs = load_query_strategy(args.policy, args.seed, args.learner)  # a bad policy fails here
     if args.out:
-        with open(args.out, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["row", *([args.id] if args.id else []), "score", "order"])
-            for order, (row, score) in enumerate(zip(idx, scores, strict=True)):
-                writer.writerow([int(row), *ids[order], float(score), order])
+        outputs.check_output_file(args.out)
+    idx, scores = picks_of(qs, X, y, args.batch_size)
+    header, rows = picks_table(idx, scores, data.ids, args.id)
+    print(
+        f"{len(idx)} rows to annotate next (of {int(np.isnan(y).sum())} unlabelled); {SCORE_NOTE}:"
+    )
+    shown = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in shown)) for i, h in enumerate(header)]
+    print("  ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)))
+    for row in shown:
+        print("  ".join(f"{v:>{w}}" for v, w in zip(row, widths, strict=True)))
+    if args.out:
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(header)
+        writer.writerows(rows)
+        atomic.write_text(args.out, text.getvalue())
         print(f"written to {args.out}")
     return 0

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from metaal import metrics  # noqa: E402
+from metaal import atomic, metrics  # noqa: E402
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -69,22 +69,44 @@ def win_tie_loss_matrix(wtl: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     return matrix
 
 
-def plot_learning_curves(results: pd.DataFrame, path: Path) -> Path:
+#: What the band around each learning curve is (the legend's title says it).
+BAND = "band: ± 1 standard error of the mean over seeds"
+
+
+def curves_title(results: pd.DataFrame) -> str:
+    """The learning-curve plot's title: seeds, budget, initial labels, and what the band is."""
+    seeds = results["seed"].nunique()
+    budget = int(results["step"].max())
+    start = results.loc[results["step"] == 0, "n_labeled"]
+    initial = f" after {int(start.iloc[0])} initial labels" if len(start) else ""
+    return f"Test accuracy over {budget} queries{initial}, mean of {seeds} paired seeds"
+
+
+def learning_curves_figure(results: pd.DataFrame) -> plt.Figure:
     """One panel per data set: mean test accuracy per strategy over queries, ± 1 standard error.
 
-    Each strategy keeps its colour and dash pattern in every panel.
+    Each strategy keeps its colour and dash pattern in every panel. The
+    legend (every strategy, in one column per 16 names) sits right of the
+    panels and the figure grows with it, so no name is cut off.
     """
     datasets = list(dict.fromkeys(results["dataset"]))
+    strategies = list(dict.fromkeys(results["strategy"]))
     cols = min(4, len(datasets))
     rows = math.ceil(len(datasets) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    legend_cols = math.ceil(len(strategies) / 16)
+    panel_height = max(3.0, 0.22 * min(len(strategies), 16) / rows + 1.0)
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(4.5 * cols + 2.2 * legend_cols, panel_height * rows + 0.8),
+        squeeze=False,
+    )
     stats = (
         results.groupby(["dataset", "strategy", "step"])["test_accuracy"]
         .agg(["mean", "std", "count"])
         .reset_index()
     )
     stats["sem"] = stats["std"].fillna(0.0) / np.sqrt(stats["count"])
-    strategies = list(dict.fromkeys(results["strategy"]))
     # One fixed colour and dash pattern per strategy, distinct for up to 20 strategies.
     palette = plt.get_cmap("tab20").colors
     style = {
@@ -102,11 +124,33 @@ def plot_learning_curves(results: pd.DataFrame, path: Path) -> Path:
         ax.set_ylabel("test accuracy")
     for ax in list(axes.flat)[len(datasets) :]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    legend_rows = math.ceil(len(labels) / 6)
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8)
-    fig.tight_layout(rect=(0, (0.25 * legend_rows + 0.1) / (3 * rows), 1, 1))
-    fig.savefig(path, dpi=100)
+    # every strategy, from all panels (a strategy may be missing from the first)
+    handles = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.suptitle(curves_title(results), fontsize=10)
+    fig.tight_layout()
+    order = [s for s in strategies if s in handles]  # the results' order, not the sorted one
+    fig.legend(
+        [handles[s] for s in order],
+        order,
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        ncol=legend_cols,
+        fontsize=8,
+        title=BAND,
+        title_fontsize=8,
+    )
+    return fig
+
+
+def plot_learning_curves(results: pd.DataFrame, path: Path) -> Path:
+    """Write `learning_curves_figure(results)` as a PNG (atomically); returns its path."""
+    fig = learning_curves_figure(results)
+    with atomic.replacing(path) as tmp:
+        # "tight" grows the saved image to hold the legend outside the panels whole
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -118,7 +162,8 @@ def plot_mean_ranks(summary: pd.DataFrame, path: Path) -> Path:
     ax.barh(ranks.index[::-1], ranks.values[::-1], color="tab:blue")
     ax.set_xlabel(f"mean rank over {summary['dataset'].nunique()} data sets (1 = best AULC)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -185,5 +230,5 @@ def write_report(
         "learning_curves": plot_learning_curves(results, out / "learning_curves.png"),
         "mean_ranks": plot_mean_ranks(summary, out / "mean_ranks.png"),
     }
-    paths["report"].write_text("\n".join(lines))
+    atomic.write_text(paths["report"], "\n".join(lines))
     return paths

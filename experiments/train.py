@@ -11,14 +11,19 @@ reads them), and runs the agent in chunks of `chunk_updates` updates, one
 jitted chunk function reused throughout. After every chunk it writes a
 checkpoint (so a killed run loses at most one chunk), logs CleanRL-style
 metrics to W&B (`charts/episodic_return`, `charts/SPS`, `losses/*`) and
-every `eval_every` chunks evaluates the current policy against random and
-margin sampling on a few training tasks (splits never trained on; test
-accuracy, `eval/*`); the same numbers go to `OUT/metrics.jsonl`, one line
-per chunk. At the end the policy is exported to `OUT/policy`, a
-`metaal.strategies.learned.LearnedStrategy` file.
+every `eval_every` chunks (and after the last) evaluates the current policy
+against random and margin sampling on a few training tasks (splits never
+trained on; test accuracy, `eval/*`); the same numbers go to
+`OUT/metrics.jsonl`, one line per chunk, written before the chunk's
+checkpoint. At the end the policy is exported to `OUT/policy`, a
+`metaal.strategies.learned.LearnedStrategy` file. Every file is written
+atomically, and OUT is locked for the run (`metaal.experiments.outputs`).
 
 A resumed run reads its config from the checkpoint and continues bit for
-bit as if it had never stopped (on the same machine).
+bit as if it had never stopped (on the same machine): the chunk the kill
+interrupted, its evaluation included, runs again and its metrics line is
+written once. Resuming a finished run does nothing. Ctrl-C ends the run
+with one line naming the update to resume from, and exit code 130.
 """
 
 from __future__ import annotations
@@ -40,13 +45,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from metaal import metrics, tracking
+from metaal import atomic, metrics, tracking
 from metaal.agents import checkpoint, get_agent, make_chunk, rollout
 from metaal.data import HELDOUT, check_heldout_unseen, load_task, make_split, suite_names
 from metaal.data.batch import pad_split, stack_splits
 from metaal.data.task import Split
 from metaal.envs.core import ActiveLearningEnv, EnvConfig, check_fits, make_params
-from metaal.experiments import configs, evaluate, flags
+from metaal.experiments import configs, evaluate, flags, outputs
 from metaal.experiments.configs import DataConfig, TrainSettings
 from metaal.experiments.evaluate import make_batch
 from metaal.policy_net import policy_config
@@ -218,22 +223,120 @@ def _chunk_log(stats: dict[str, np.ndarray]) -> dict[str, float]:
     return log
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says where the run stopped and how to resume it."""
+
+
+def interrupted(run_dir: Path, resume_dir: Path) -> TrainingInterrupted:
+    """The interruption of the run in `run_dir` (resumed in `resume_dir`) at its last checkpoint."""
+    found = checkpoint.list_checkpoints(run_dir)
+    if not found:
+        return TrainingInterrupted(
+            "interrupted before the first checkpoint (update 0, env step 0); nothing to resume: "
+            "run the same command again"
+        )
+    meta = checkpoint.read_meta(found[-1])
+    return TrainingInterrupted(
+        f"interrupted at update {meta['updates']} (env step {meta.get('env_steps', 0)}); "
+        f"resume with `metaal train --resume {resume_dir}`"
+    )
+
+
+def finished_policy(run_dir: str | Path) -> Path | None:
+    """The policy of a finished run or vote in `run_dir` (None: not finished, or no run).
+
+    Finished: the exported policy is there and the last checkpoint holds every
+    update (every member's, for a vote).
+    """
+    run_dir = Path(run_dir)
+    policy = run_dir / checkpoint.POLICY_FILE
+    if not policy.is_file():
+        return None
+    record = run_dir / MEMBERS_FILE
+    if record.is_file():
+        seeds = json.loads(record.read_text())["seeds"]
+        done = all(finished_policy(member_dir(run_dir, seed)) for seed in seeds)
+        return policy if done else None
+    found = checkpoint.list_checkpoints(run_dir)
+    if not found:
+        return None
+    meta = checkpoint.read_meta(found[-1])
+    settings = TrainSettings.from_dict(meta["settings"])
+    return policy if meta["updates"] >= settings.config.num_updates else None
+
+
+def _keep_metrics_until(out: Path, env_steps: int) -> None:
+    """Drop metrics lines past the checkpoint a run resumes from: they are computed again."""
+    path = out / METRICS_FILE
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["env_steps"] <= env_steps:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # not a metrics line: never written by a run
+    atomic.write_text(path, "".join(kept))
+
+
+def rounding_note(given: TrainSettings, final: TrainSettings) -> str | None:
+    """What `finalise` changed in the run's length, in the flags' terms (None: nothing)."""
+    before, after = given.config.total_steps, final.config.total_steps
+    if before == after:
+        return None
+    chunk = final.run.chunk_updates * final.config.steps_per_update
+    way = "up" if after > before else "down"
+    return f"--total-steps {before} rounded {way} to {after}: whole chunks of {chunk} env steps"
+
+
 def train(
-    settings: TrainSettings,
+    settings: TrainSettings | None,
     out: str | Path,
     resume: bool = False,
     wandb_mode: str = "offline",
     progress: bool = True,
     command: str = "",
     stop_after_chunks: int | None = None,
+    resume_dir: str | Path | None = None,
 ) -> Path | None:
     """Run (or with `resume`, continue) training into `out`; returns the exported policy's path.
 
-    `settings` is ignored when resuming (the checkpoint's are used).
+    `settings` is ignored when resuming (the checkpoint's are used). `out` is
+    checked and locked before anything is computed
+    (`metaal.experiments.outputs.claim`). Resuming a finished run returns its
+    policy at once. `progress` shows a progress bar and one line per phase
+    (loading data, compiling, training, evaluating, exporting). Ctrl-C raises
+    `TrainingInterrupted`, whose message names the update to resume from
+    and the command (`--resume resume_dir`, default `out`).
     `stop_after_chunks` stops early without exporting, as if the run had
     been killed after that many chunks (returns None).
     """
     out = Path(out)
+    if resume:
+        checkpoint.latest(out)  # a clear error when `out` holds no run
+    with outputs.claim(out, flag="--resume" if resume else "--out"):
+        try:
+            return _train(settings, out, resume, wandb_mode, progress, command, stop_after_chunks)
+        except KeyboardInterrupt:
+            raise interrupted(out, Path(resume_dir or out)) from None
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(message, flush=True)
+
+
+def _train(
+    settings: TrainSettings | None,
+    out: Path,
+    resume: bool,
+    wandb_mode: str,
+    progress: bool,
+    command: str,
+    stop_after_chunks: int | None,
+) -> Path | None:
+    """`train` inside its claimed folder."""
     if resume:
         last = checkpoint.latest(out)
         meta = checkpoint.read_meta(last)
@@ -246,17 +349,31 @@ def train(
                 "run with --out"
             ) from err
         command = meta.get("command", command)
+        done = finished_policy(out)
+        if done is not None:
+            _say(progress, f"{out}: finished already ({meta['updates']} updates); nothing to do")
+            return done
+        # metrics past the checkpoint were logged by chunks that are run again
+        _keep_metrics_until(out, int(meta.get("env_steps", 0)))
     else:
         last = None
-        if checkpoint.list_checkpoints(out):
+        if checkpoint.list_checkpoints(out) or (out / checkpoint.POLICY_FILE).exists():
             raise checkpoint.CheckpointError(
                 f"{out}: already holds a training run; continue it with --resume {out} or "
                 "choose another --out"
             )
-        settings = finalise(settings)
+        given, settings = settings, finalise(settings)
+        if note := rounding_note(given, settings):
+            _say(progress, note)
     agent = get_agent(settings.agent)
     config = settings.config
     config.check()
+    n_chunks = config.num_updates // settings.run.chunk_updates
+    _say(
+        progress,
+        f"loading data: suite {settings.data.suite}, {settings.data.splits_per_task} split(s) "
+        "per task",
+    )
     init, chunk = compiled(settings.agent, config, settings.run.chunk_updates)
     env = make_env(config.env)
     k_init, k_scale = jax.random.split(jax.random.key(settings.run.seed))
@@ -267,7 +384,6 @@ def train(
         template = jax.eval_shape(lambda k, t: rollout.detach_params(init(k, t)), k_init, tasks)
         runner = rollout.attach_params(checkpoint.restore(last, template), tasks)
     updates_done = int(runner.update)
-    n_chunks = config.num_updates // settings.run.chunk_updates
     # the exported policy, evaluated by `metaal evaluate`'s runners, compiled once per run
     params = agent.policy_params(runner)
     entries = evaluation_entries(
@@ -288,6 +404,18 @@ def train(
         mode=wandb_mode,
         dir=out,
     )
+    first_chunk = updates_done // settings.run.chunk_updates
+    _say(
+        progress,
+        f"compiling: {settings.agent}, {settings.run.chunk_updates} update(s) of "
+        f"{config.steps_per_update} env steps per chunk",
+    )
+    chunk = chunk.lower(runner, tasks).compile()
+    _say(
+        progress,
+        f"training: {config.total_steps} env steps in {n_chunks} chunk(s)"
+        + (f", from update {updates_done}" if updates_done else ""),
+    )
     bar = tqdm(
         total=config.total_steps,
         initial=updates_done * config.steps_per_update,
@@ -296,51 +424,56 @@ def train(
         desc=f"{settings.agent} {settings.data.suite}",
         disable=not progress,
     )
-    first_chunk = updates_done // settings.run.chunk_updates
-    bar.set_postfix_str("compiling")
-    chunk = chunk.lower(runner, tasks).compile()
-    for index in range(first_chunk, n_chunks):
-        if stop_after_chunks is not None and index - first_chunk >= stop_after_chunks:
-            bar.close()
-            run.finish()
-            return None
-        started = time.perf_counter()
-        runner, stats = chunk(runner, tasks)
-        stats = jax.device_get(stats)
-        elapsed = time.perf_counter() - started
-        updates_done = int(runner.update)
-        env_steps = updates_done * config.steps_per_update
-        log = _chunk_log(dict(stats))
-        log["charts/SPS"] = settings.run.chunk_updates * config.steps_per_update / elapsed
-        checkpoint.save(
-            out,
-            updates_done,
-            rollout.detach_params(runner),
-            {
-                "agent": settings.agent,
-                "env_steps": env_steps,
-                "settings": settings.to_dict(),
-                "command": command,
-            },
-        )
-        last_chunk = index == n_chunks - 1
-        every = settings.run.eval_every
-        if eval_names and (last_chunk or (every and (index + 1) % every == 0)):
-            learned = entries[0].with_params(agent.policy_params(runner))
-            results = evaluate.run_entries(
-                [learned, *entries[1:]], eval_names, eval_seeds(settings), eval_params
+    try:
+        for index in range(first_chunk, n_chunks):
+            if stop_after_chunks is not None and index - first_chunk >= stop_after_chunks:
+                run.finish()
+                return None
+            started = time.perf_counter()
+            runner, stats = chunk(runner, tasks)
+            stats = jax.device_get(stats)
+            elapsed = time.perf_counter() - started
+            updates_done = int(runner.update)
+            env_steps = updates_done * config.steps_per_update
+            bar.update(settings.run.chunk_updates * config.steps_per_update)
+            log = _chunk_log(dict(stats))
+            log["charts/SPS"] = settings.run.chunk_updates * config.steps_per_update / elapsed
+            last_chunk = index == n_chunks - 1
+            every = settings.run.eval_every
+            if eval_names and (last_chunk or (every and (index + 1) % every == 0)):
+                if last_chunk:
+                    bar.close()
+                    _say(progress, f"evaluating the final policy on {len(eval_names)} task(s)")
+                else:
+                    bar.set_postfix_str("evaluating")
+                learned = entries[0].with_params(agent.policy_params(runner))
+                results = evaluate.run_entries(
+                    [learned, *entries[1:]], eval_names, eval_seeds(settings), eval_params
+                )
+                log.update(eval_metrics(results))
+            run.log(log, step=env_steps)
+            # The metrics line, then the checkpoint: a run killed in between repeats this
+            # chunk on resume and `_keep_metrics_until` drops the line it wrote first.
+            atomic.append_line(out / METRICS_FILE, json.dumps({"env_steps": env_steps, **log}))
+            checkpoint.save(
+                out,
+                updates_done,
+                rollout.detach_params(runner),
+                {
+                    "agent": settings.agent,
+                    "env_steps": env_steps,
+                    "settings": settings.to_dict(),
+                    "command": command,
+                },
             )
-            log.update(eval_metrics(results))
-        run.log(log, step=env_steps)
-        with open(out / METRICS_FILE, "a") as f:
-            f.write(json.dumps({"env_steps": env_steps, **log}) + "\n")
-        bar.update(settings.run.chunk_updates * config.steps_per_update)
-        postfix = {"SPS": f"{log['charts/SPS']:.0f}"}
-        if "charts/episodic_return" in log:
-            postfix["return"] = f"{log['charts/episodic_return']:.4f}"
-        bar.set_postfix(postfix)
-    bar.close()
+            postfix = {"SPS": f"{log['charts/SPS']:.0f}"}
+            if "charts/episodic_return" in log:
+                postfix["return"] = f"{log['charts/episodic_return']:.4f}"
+            bar.set_postfix(postfix)
+    finally:
+        bar.close()
 
+    _say(progress, f"exporting the policy to {out / checkpoint.POLICY_FILE}")
     policy = exported_policy(
         settings,
         agent.policy_params(runner),
@@ -376,48 +509,90 @@ def train_members(
     the vote (`LearnedStrategy.ensemble`) scores by the mean of the members'
     standardised scores. With `resume`, finished members are kept, killed
     ones continue from their last checkpoint and missing ones start, all from
-    the settings saved in OUT/members.json.
+    the settings saved in OUT/members.json. `out` is checked and locked
+    before anything is computed.
     """
     from metaal.strategies.learned import LearnedStrategy
 
     out = Path(out)
     record = out / MEMBERS_FILE
-    if resume:
-        if not record.is_file():
-            raise checkpoint.CheckpointError(
-                f"{out}: no {MEMBERS_FILE}, so not a vote's folder; a single run resumes with "
-                "--resume on its own folder"
-            )
-        saved = json.loads(record.read_text())
-        settings, seeds = TrainSettings.from_dict(saved["settings"]), saved["seeds"]
-        command = saved.get("command", command)
-    else:
-        if members < 1:
-            raise ValueError(f"--members must be at least 1, got {members}")
-        if record.exists() or checkpoint.list_checkpoints(out):
-            raise checkpoint.CheckpointError(
-                f"{out}: already holds a training run; continue it with --resume {out} or "
-                "choose another --out"
-            )
-        seeds = [settings.run.seed + i for i in range(members)]
-        out.mkdir(parents=True, exist_ok=True)
-        record.write_text(
-            json.dumps({"settings": settings.to_dict(), "seeds": seeds, "command": command})
+    if resume and not record.is_file():
+        raise checkpoint.CheckpointError(
+            f"{out}: no {MEMBERS_FILE}, so not a vote's folder; a single run resumes with "
+            "--resume on its own folder"
         )
-    policies = []
-    for seed in seeds:
-        folder = member_dir(out, seed)
-        done = folder / checkpoint.POLICY_FILE
-        if not done.is_file():
-            started = bool(checkpoint.list_checkpoints(folder))
-            member = dataclasses.replace(settings, run=dataclasses.replace(settings.run, seed=seed))
-            print(f"member seed {seed} ({len(policies) + 1}/{len(seeds)}): {folder}", flush=True)
-            train(member, folder, started, wandb_mode, progress, command)
-        policies.append(LearnedStrategy.load(done))
-    # one member is exported as its own policy, as imitation's --members 1 is
-    vote = policies[0] if len(policies) == 1 else LearnedStrategy.ensemble(policies)
-    vote.config["command"] = command
-    return vote.save(out / checkpoint.POLICY_FILE)
+    if not resume and members < 1:
+        raise ValueError(f"--members must be at least 1, got {members}")
+    with outputs.claim(out, flag="--resume" if resume else "--out"):
+        if resume:
+            done = finished_policy(out)
+            if done is not None:
+                _say(
+                    progress, f"{out}: finished already (every member and the vote); nothing to do"
+                )
+                return done
+            saved = json.loads(record.read_text())
+            settings, seeds = TrainSettings.from_dict(saved["settings"]), saved["seeds"]
+            command = saved.get("command", command)
+        else:
+            if record.exists() or checkpoint.list_checkpoints(out):
+                raise checkpoint.CheckpointError(
+                    f"{out}: already holds a training run; continue it with --resume {out} or "
+                    "choose another --out"
+                )
+            seeds = [settings.run.seed + i for i in range(members)]
+            atomic.write_text(
+                record,
+                json.dumps({"settings": settings.to_dict(), "seeds": seeds, "command": command}),
+            )
+        policies = []
+        for seed in seeds:
+            folder = member_dir(out, seed)
+            done = folder / checkpoint.POLICY_FILE
+            if not done.is_file():
+                started = bool(checkpoint.list_checkpoints(folder))
+                member = dataclasses.replace(
+                    settings, run=dataclasses.replace(settings.run, seed=seed)
+                )
+                print(
+                    f"member seed {seed} ({len(policies) + 1}/{len(seeds)}): {folder}", flush=True
+                )
+                train(member, folder, started, wandb_mode, progress, command, resume_dir=out)
+            policies.append(LearnedStrategy.load(done))
+        # one member is exported as its own policy, as imitation's --members 1 is
+        vote = policies[0] if len(policies) == 1 else LearnedStrategy.ensemble(policies)
+        vote.config["command"] = command
+        return vote.save(out / checkpoint.POLICY_FILE)
+
+
+def final_table(run_dir: str | Path) -> str | None:
+    """The last evaluation's AULC of learned, random and margin (each member's, for a vote).
+
+    None when the run logged no evaluation (`--eval-tasks 0`).
+    """
+    run_dir = Path(run_dir)
+    record = run_dir / MEMBERS_FILE
+    if record.is_file():
+        seeds = json.loads(record.read_text())["seeds"]
+        runs = [(f"learned (seed {s})", member_dir(run_dir, s)) for s in seeds]
+    else:
+        runs = [(EVAL_STRATEGIES[0], run_dir)]
+    finals = []
+    for label, folder in runs:
+        path = folder / METRICS_FILE
+        logged = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+        evaluated = [m for m in logged if f"eval/{EVAL_STRATEGIES[0]}/aulc" in m]
+        if evaluated:
+            finals.append((label, evaluated[-1]))
+    if not finals:
+        return None
+    # the baselines run on the same tasks and seeds for every member: shown once
+    rows = [(label, m[f"eval/{EVAL_STRATEGIES[0]}/aulc"]) for label, m in finals]
+    rows += [(name, finals[0][1][f"eval/{name}/aulc"]) for name in EVAL_STRATEGIES[1:]]
+    width = max(len(label) for label, _ in rows)
+    lines = [f"final evaluation at env step {finals[0][1]['env_steps']} (AULC, higher is better):"]
+    lines += [f"  {label:<{width}}  {aulc:.4f}" for label, aulc in rows]
+    return "\n".join(lines)
 
 
 # --- command line ---------------------------------------------------------------------
@@ -469,14 +644,18 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
             f"(deployment only; 0: all candidates) (default: {settings.shortlist})",
         )
     parser.add_argument("--out", help=f"run folder (default: {DEFAULT_OUT}/<run name>)")
-    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    parser.add_argument(
+        "--resume", metavar="DIR", help="continue the run in DIR (default: start a new run)"
+    )
     parser.add_argument(
         "--wandb-mode",
         choices=tracking.MODES,
         default="offline",
         help="W&B logging mode (default: offline)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar and no phase lines (default: off)"
+    )
     flags.add_config_flags(
         parser,
         settings.sections(),
@@ -512,45 +691,53 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
     )
 
 
+@outputs.command("train")
 def main(args: argparse.Namespace) -> int:
-    """Run `metaal train` from parsed arguments; returns the exit code (2 on bad input)."""
+    """Run `metaal train` from parsed arguments; returns the exit code (2 on bad input).
+
+    Prints the run folder first, then (unless --quiet) each phase and the
+    progress bar, and at the end the final evaluation's table. Ctrl-C: one
+    line with the resume command, exit code 130.
+    """
     argv = sys.argv[1:]
     command = "metaal " + shlex.join(argv[argv.index("train") :]) if "train" in argv else ""
-    try:
-        if args.resume:
-            sections = configs.preset(args.preset or "demo", args.agent or "ppo").sections()
-            given = flags.given_flags(args, sections)
-            given += [f"--{o}" for o in ("agent", "preset", "members", "shortlist")
-                      if getattr(args, o, None) is not None]  # fmt: skip
-            if given:
-                raise ValueError(
-                    f"--resume continues {args.resume} with its saved config; drop "
-                    f"{', '.join(given)}, or start a new run with --out"
-                )
-            if args.out and Path(args.out) != Path(args.resume):
-                raise ValueError("--resume DIR continues in DIR; drop --out")
-            resume = train_members if (Path(args.resume) / MEMBERS_FILE).is_file() else train
-            policy = resume(
-                None,
-                args.resume,
-                resume=True,
-                wandb_mode=args.wandb_mode,
-                progress=not args.quiet,
-                command=command,
+    run_kwargs = {"wandb_mode": args.wandb_mode, "progress": not args.quiet, "command": command}
+    if args.resume:
+        sections = configs.preset(args.preset or "demo", args.agent or "ppo").sections()
+        given = flags.given_flags(args, sections)
+        given += [f"--{o}" for o in ("agent", "preset", "members", "shortlist")
+                  if getattr(args, o, None) is not None]  # fmt: skip
+        if given:
+            raise ValueError(
+                f"--resume continues {args.resume} with its saved config; drop "
+                f"{', '.join(given)}, or start a new run with --out"
             )
+        if args.out and Path(args.out) != Path(args.resume):
+            raise ValueError("--resume DIR continues in DIR; drop --out")
+        out = Path(args.resume)
+        done = finished_policy(out)
+        if done is not None:  # said before anything is loaded or compiled
+            print(f"{out}: this run is finished already; its policy is {done}. Nothing to resume")
+            return 0
+        print(f"run folder: {out} (resumed)", flush=True)
+        resume = train_members if (out / MEMBERS_FILE).is_file() else train
+        policy = resume(None, out, resume=True, **run_kwargs)
+    else:
+        settings = settings_from_args(args)
+        out = (
+            Path(args.out)
+            if args.out
+            else outputs.fresh_folder(
+                DEFAULT_OUT, f"{settings.data.suite}__{settings.agent}__{settings.run.seed}"
+            )
+        )
+        print(f"run folder: {out}", flush=True)
+        if args.members is None:
+            policy = train(settings, out, **run_kwargs)
         else:
-            settings = settings_from_args(args)
-            out = args.out or str(
-                Path(DEFAULT_OUT)
-                / tracking.run_name(settings.data.suite, settings.agent, settings.run.seed)
-            )
-            run_kwargs = {"wandb_mode": args.wandb_mode, "progress": not args.quiet}
-            if args.members is None:
-                policy = train(settings, out, command=command, **run_kwargs)
-            else:
-                policy = train_members(settings, out, args.members, command=command, **run_kwargs)
-    except ValueError as err:  # DataError and CheckpointError are ValueErrors: bad input
-        print(f"metaal train: error: {err}", file=sys.stderr)
-        return 2
+            policy = train_members(settings, out, args.members, **run_kwargs)
+    table = final_table(out)
+    if table:
+        print(table)
     print(f"policy written to {policy}")
     return 0

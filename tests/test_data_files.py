@@ -364,7 +364,7 @@ def test_drop_removes_columns_before_encoding(tmp_path):
 
 
 def test_query_drops_columns_and_writes_the_id_of_each_pick(tmp_path, capsys):
-    from experiments.cli import main
+    from metaal.experiments.cli import main
 
     frame = mixed_frame()
     frame.insert(0, "key", [f"k{i:03d}" for i in range(60)])
@@ -378,17 +378,17 @@ def test_query_drops_columns_and_writes_the_id_of_each_pick(tmp_path, capsys):
     argv += ["--id", "key", "--drop", "junk", "--batch-size", "4", "--out", str(out)]
     assert main(argv) == 0
     picks = pd.read_csv(out, dtype={"key": str})
-    assert list(picks.columns) == ["row", "key", "score", "order"]
+    assert list(picks.columns) == ["order", "row", "key", "score"]  # as printed (issue 12)
     assert picks.key.tolist() == [f"k{row:03d}" for row in picks.row]
     assert (picks.row >= 12).all() and len(picks) == 4
-    printed = capsys.readouterr().out
-    assert "order  row  score  key" in printed and picks.key[0] in printed
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1].split() == list(picks.columns) and picks.key[0] in printed[2]
 
 
 def test_evaluate_passes_drop_and_id_to_every_file(tmp_path, capsys):
     import argparse
 
-    from experiments import evaluate
+    from metaal.experiments import evaluate
 
     frame = mixed_frame()
     frame.insert(0, "key", range(60))
@@ -409,3 +409,22 @@ def test_evaluate_passes_drop_and_id_to_every_file(tmp_path, capsys):
         assert task.X.shape == (60, 1) and task.ids == tuple(map(str, range(60)))
     assert evaluate.main(parser.parse_args(["--suite", "heldout", "--id", "key"])) == 2
     assert "--drop and --id name columns of --data files" in capsys.readouterr().err
+
+
+def test_a_51_level_column_evaluates_end_to_end(tmp_path):
+    from metaal.experiments.evaluate import evaluate
+
+    rng = np.random.default_rng(4)
+    counts = state_counts()
+    states = rng.permutation(np.repeat(list(counts), list(counts.values())))[:800]
+    x = rng.normal(size=800)
+    frame = pd.DataFrame({"x": x, "state": states, "churn": (x > 0).astype(int)})
+    frame.to_csv(tmp_path / "churn.csv", index=False)
+    results = evaluate(
+        [str(tmp_path / "churn.csv")], strategies=["margin"], seeds=2, budget=6,
+        targets=["churn"], out_dir=None, progress=False,
+    )  # fmt: skip
+    assert len(results) == 2 * (6 + 1) and set(results.dataset) == {"churn.csv"}
+    # x decides the label: six margin queries from five labels learn it
+    final = results[results.step == 6].test_accuracy
+    assert final.mean() > 0.8

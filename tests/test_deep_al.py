@@ -201,3 +201,15 @@ def test_bad_batch_and_init_settings_are_refused_with_the_fix():
         EnvConfig(init="kmeans")
     with pytest.raises(ValueError, match="query_batch must be a positive count"):
         EnvConfig(query_batch=0)
+
+
+def test_evaluates_init_flag_names_the_method_and_points_a_size_to_n_initial():
+    import argparse
+
+    from metaal.experiments.evaluate import _init_method
+
+    assert _init_method("centroids") == "centroids"
+    with pytest.raises(argparse.ArgumentTypeError, match="its size is --n-initial 5"):
+        _init_method("5")
+    with pytest.raises(argparse.ArgumentTypeError, match="choose one of stratified, random"):
+        _init_method("kmeans")

@@ -63,6 +63,19 @@ def test_check_env_passes(env):
     assert all("maximum value is infinity" in m for m in messages), messages
 
 
+def test_a_bare_make_runs_the_built_in_task_and_passes_check_env():
+    bare = gym.make(envs.ENV_ID)
+    assert bare.unwrapped.tasks.names == ("synthetic-default",)
+    assert bare.action_space == gym.spaces.Discrete(32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(bare.unwrapped)
+    messages = [str(w.message) for w in caught]
+    assert all("maximum value is infinity" in m for m in messages), messages
+    venv = gym.make_vec(envs.ENV_ID, num_envs=2, vectorization_mode="vector_entry_point")
+    assert venv.unwrapped.tasks.names == ("synthetic-default",)
+
+
 def test_spaces_and_python_return_types(env):
     space = env.observation_space
     assert isinstance(space, gym.spaces.Dict)
@@ -91,15 +104,28 @@ def test_terminates_at_budget_and_does_not_autoreset(env):
         env.step(0)
 
 
-@pytest.mark.parametrize("action", [C, 99, -1])
-def test_out_of_range_action_is_a_penalised_noop(env, action):
-    _, info0 = env.reset(seed=2)
-    obs, reward, terminated, truncated, info = env.step(action)
+@pytest.mark.parametrize("action", [C, 99, -1, 2.7, "a", None, np.array([1, 2])])
+def test_an_action_outside_the_space_is_an_error_naming_it(env, action):
+    # Until issue 12 an out-of-range action was a penalised no-op and 2.7 was truncated to 2;
+    # now anything outside Discrete(C) is refused, and the episode is left as it was.
+    env.reset(seed=2)
+    with pytest.raises(ValueError, match=rf"action .* is not in the action space Discrete\({C}\)"):
+        env.step(action)
+    assert env.unwrapped.state.step == 0
+
+
+def test_an_already_labelled_action_is_a_penalised_noop():
+    # the whole pool as candidates: a labelled row stays in the space, masked
+    whole = gym.make(envs.ENV_ID, **{**KW, "n_candidates": None})
+    obs, info0 = whole.reset(seed=2)
+    row = int(np.nonzero(obs["action_mask"])[0][0])
+    obs, _, _, _, first = whole.step(row)
+    assert first["valid_action"] is True and obs["action_mask"][row] == 0
+    obs, reward, terminated, truncated, info = whole.step(row)
     assert reward == -1.0
     assert info["valid_action"] is False
-    assert info["n_labeled"] == info0["n_labeled"] == KW["n_initial"]
-    assert info["val_score"] == info0["val_score"]
-    assert env.unwrapped.state.step == 1 and not terminated
+    assert info["n_labeled"] == first["n_labeled"] == KW["n_initial"] + 1
+    assert whole.unwrapped.state.step == 2 and not terminated
 
 
 def test_same_seed_same_episode_and_seedless_reset_continues(env):

@@ -32,7 +32,7 @@ def test_query_picks_distinct_unlabelled_rows_of_the_requested_size(tmp_path, po
     )
     assert rc == 0
     picks = pd.read_csv(out)
-    assert list(picks.columns) == ["row", "score", "order"]
+    assert list(picks.columns) == ["order", "row", "score"]  # as printed, in that order
     assert len(picks) == 10
     assert picks.row.is_unique
     _, y, _ = load_labelled_and_unlabelled(data, "label")

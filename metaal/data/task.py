@@ -43,6 +43,27 @@ class DataError(ValueError):
     """Bad input data: the message names the input, the problem and the fix."""
 
 
+def check_features(X: np.ndarray, what: str) -> None:
+    """Refuse a feature matrix with infinite values or a column without any value (NaN is imputed).
+
+    `what` names the matrix in the message (`task 'iris'`, `X`); the Python
+    API (`QueryStrategy.query`) and the data loaders share this check.
+    """
+    if np.isinf(X).any():
+        rows, cols = np.nonzero(np.isinf(X))
+        raise DataError(
+            f"{what}: infinite values in feature column(s) {sorted(set(cols.tolist()))} "
+            f"(first at row {int(rows[0])}); replace them with finite numbers or leave them "
+            "empty (NaN) to be imputed"
+        )
+    all_nan = np.isnan(X).all(axis=0)
+    if len(X) and all_nan.any():
+        raise DataError(
+            f"{what}: feature column(s) {np.nonzero(all_nan)[0].tolist()} have no value at all "
+            "and cannot be imputed; drop them"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """One classification data set, encoded but not yet split or scaled.
@@ -67,19 +88,7 @@ class Task:
                 f"task {self.name!r}: X must be (rows, features) and y (rows,); "
                 f"got X{X.shape} and y{y.shape}"
             )
-        if np.isinf(X).any():
-            cols = sorted(set(np.nonzero(np.isinf(X))[1].tolist()))
-            raise DataError(
-                f"task {self.name!r}: infinite values in feature column(s) {cols}; "
-                "replace them with finite numbers or leave them empty to be imputed"
-            )
-        all_nan = np.isnan(X).all(axis=0)
-        if all_nan.any():
-            raise DataError(
-                f"task {self.name!r}: feature column(s) "
-                f"{np.nonzero(all_nan)[0].tolist()} have no value at all and cannot "
-                "be imputed; drop them"
-            )
+        check_features(X, f"task {self.name!r}")
         if not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
             raise DataError(f"task {self.name!r}: labels must be integers >= 0")
         k = len(self.class_names)

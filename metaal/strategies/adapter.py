@@ -10,7 +10,15 @@ unlabelled entries of `y` are `np.nan`; `candidates` is None (every
 unlabelled row) or indices into `X`; the result indexes rows of `X`;
 utilities have shape (batch_size, n_samples), NaN where a row is not
 selectable (labelled, not a candidate, or picked earlier in the batch);
-ties are broken at random from `random_state`.
+ties are broken at random from `random_state` (default 0: the same call
+gives the same picks in every process; None draws fresh OS entropy, so picks
+then differ between runs, as scikit-activeml's default does).
+
+Refused with a `ValueError` (the checks `metaal query` runs, with the same
+messages): infinite values or a column without any value in `X`
+(`metaal.data.task.check_features`; NaN elsewhere is imputed), fewer than two
+labelled classes when our learner is fitted (`check_labelled`), a batch
+larger than the selectable rows.
 
 How the strategy sees the data, mirroring the environment:
 - features are imputed (column medians) and standardised over all rows of
@@ -45,12 +53,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from metaal import features
-from metaal.data.task import fit_scaler
+from metaal.data.task import check_features, fit_scaler
 from metaal.learners import make_learner
 from metaal.strategies.base import Context, Strategy, initial_memory, select
 
 #: Folds of the cross-validated accuracy that stands in for the validation score.
 CV_FOLDS = 5
+
+
+def check_labelled(y: np.ndarray) -> None:
+    """Refuse labels (NaN = unlabelled) covering fewer than two classes: nothing to fit."""
+    labelled = ~np.isnan(y)
+    n_classes = len(np.unique(y[labelled]))
+    if n_classes < 2:
+        raise ValueError(
+            f"only {int(labelled.sum())} labelled row(s) covering {n_classes} class(es): the "
+            "learner needs labelled rows of at least two classes; label a few more rows first"
+        )
 
 
 def standardise(X: np.ndarray) -> np.ndarray:
@@ -112,7 +131,8 @@ class QueryStrategy:
 
     Args:
         strategy: a `Strategy` or a registered name (`metaal.strategies.STRATEGIES`).
-        random_state: None, an int or a `np.random.RandomState`: tie-breaking,
+        random_state: an int (default 0), a `np.random.RandomState`, or None
+            for fresh OS entropy (picks differ from run to run): tie-breaking,
             the probe rows, the strategy's own randomness.
         learner: our learner when no `clf` is passed (`logreg`, `mlp`, `ensemble`).
         budget: queries planned for the episode: the strategy's horizon (ALBL,
@@ -124,7 +144,7 @@ class QueryStrategy:
     def __init__(
         self,
         strategy: Strategy | str,
-        random_state: int | np.random.RandomState | None = None,
+        random_state: int | np.random.RandomState | None = 0,
         learner: str = "logreg",
         budget: int = 100,
         fit_steps: int = 200,
@@ -163,10 +183,11 @@ class QueryStrategy:
     def _key(self) -> jax.Array:
         return jax.random.key(self._rng.randint(2**31 - 1))
 
-    def _check(self, X, y, candidates, batch_size):
+    def _check(self, X, y, candidates, batch_size, clf):
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D (samples, features), got shape {X.shape}")
+        check_features(X, "X")
         try:
             y = np.asarray(y, dtype=np.float64)
         except (TypeError, ValueError) as err:
@@ -176,6 +197,8 @@ class QueryStrategy:
             ) from err
         if y.shape != (len(X),):
             raise ValueError(f"y must have one entry per row of X: {y.shape} vs {len(X)} rows")
+        if clf is None:  # a given classifier brings its own classes
+            check_labelled(y)
         unlabelled = np.isnan(y)
         if candidates is None:
             selectable = unlabelled.copy()
@@ -245,7 +268,7 @@ class QueryStrategy:
 
     def query(self, X, y, clf=None, candidates=None, batch_size=1, return_utilities=False):
         """Indices of the `batch_size` rows of `X` to label next (and utilities if asked)."""
-        X, y, unlabelled, selectable = self._check(X, y, candidates, batch_size)
+        X, y, unlabelled, selectable = self._check(X, y, candidates, batch_size, clf)
         n, d = X.shape
         labelled = ~unlabelled
         Xs = standardise(X)

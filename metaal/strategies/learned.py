@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import serialization
 
+from metaal import atomic
 from metaal.policy_net import (
     ENSEMBLE_SCORER,
     LINEAR_SCORER,
@@ -96,15 +97,48 @@ class LearnedStrategy:
         }
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(serialization.msgpack_serialize(document))
-        return path
+        # atomically: a run killed while saving never leaves a truncated policy file
+        return atomic.write_bytes(path, serialization.msgpack_serialize(document))
+
+    def __repr__(self) -> str:
+        """What the policy is, in one line (never its weights)."""
+        config = self.config
+        parts = [f"scorer={str(config.get('scorer', '?')).rsplit(':', 1)[-1]!r}"]
+        if "members" in config:
+            parts.append(f"members={len(config['members'])}")
+        parts.append(f"shortlist={config.get('shortlist', 0)}")
+        parts.append(f"features={len(trained_features(config))}")
+        for key in ("agent", "env_steps"):
+            if key in config:
+                parts.append(f"{key}={config[key]!r}")
+        return f"LearnedStrategy({', '.join(parts)})"
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedStrategy:
-        """Read a policy file written by `save`; `"default"` is the shipped default policy."""
+        """Read a policy file written by `save`.
+
+        `"default"` is the shipped default policy; the folder of a finished
+        `metaal train` run stands for its `policy` file.
+        """
         path = DEFAULT_POLICY if str(path) == "default" else Path(path)
+        if path.is_dir():
+            if (path / POLICY_FILE).is_file():
+                path = path / POLICY_FILE
+            elif (path / "checkpoints").is_dir():
+                raise ValueError(
+                    f"{path}: a training run that has not finished (no {path / POLICY_FILE} "
+                    f"yet); finish it with `metaal train --resume {path}`"
+                )
+            else:
+                raise ValueError(
+                    f"{path}: a folder without a policy file; give a policy file, or the folder "
+                    "of a finished `metaal train` run"
+                )
         if not path.is_file():
-            raise ValueError(f"{path}: policy file not found; check the path given to --policy")
+            raise ValueError(
+                f"{path}: policy file not found; check the path, or use 'default' for the "
+                "shipped policy"
+            )
         try:
             document = serialization.msgpack_restore(path.read_bytes())
             version = document["format_version"]
@@ -183,7 +217,9 @@ class LearnedStrategy:
         The first call creates the adapter, seeded by `config["random_state"]`
         (default 0, so the same call gives the same picks in every process;
         set it to another int to draw another tie-breaking and probe set); later
-        calls continue the same episode.
+        calls continue the same episode. Refuses what `metaal query` refuses, with
+        the same messages (`ValueError`): infinite values or an empty column in
+        `X`, fewer than two labelled classes, a batch larger than the pool.
         """
         from metaal.strategies.adapter import QueryStrategy
 
