@@ -279,6 +279,13 @@ def test_image_that_cannot_be_decoded(image_encoder, tmp_path):
     _raises(lambda: image_encoder.embed([broken]), str(broken), "cannot be decoded", "re-save")
 
 
+def test_image_too_large_to_decode(image_encoder, tmp_path, monkeypatch):
+    poster = tmp_path / "poster.png"
+    Image.new("RGB", (40, 40)).save(poster)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL refuses twice this
+    _raises(lambda: image_encoder.embed([poster]), "poster.png", "too large", "shrink it")
+
+
 def test_missing_image_file(image_encoder, tmp_path):
     _raises(lambda: image_encoder.embed([tmp_path / "gone.png"]), "gone.png", "check the path")
 

@@ -224,6 +224,11 @@ def load_image(item: Any, index: int, size: int) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
             return preprocess(image, size)
+    except Image.DecompressionBombError as error:
+        raise EncoderError(
+            f"image item {index} ({str(path)!r}) is too large to decode safely ({error}): "
+            f"shrink it with an image tool or drop it"
+        ) from None
     except UnidentifiedImageError:
         raise EncoderError(
             f"image item {index} ({str(path)!r}) is not an image file (PIL cannot identify "
