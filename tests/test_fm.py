@@ -79,6 +79,7 @@ def test_the_guard_compares_corpora_not_names(monkeypatch):
     check_heldout_unseen([*FM_TRAIN, subset], FM_HELDOUT)  # on the training side: fine
     with pytest.raises(DataError, match=f"{subset} \\(same records as fm/fortunes-minilm\\)"):
         check_heldout_unseen(FM_TRAIN, [*FM_HELDOUT, subset])
+    assert training_names("train+fm-train") == [*TRAIN, *FM_TRAIN]
     with pytest.raises(DataError, match="fm/emoji-lite0"):
         training_names("fm-train+fm/emoji-lite0")
 
@@ -436,7 +437,12 @@ def test_embeddings_beat_raw_pixels_on_emoji(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "gain"), [("fm/emoji-lite0", 0.08), ("fm/clipart-lite0", 0.1)])
+@pytest.mark.parametrize(
+    ("name", "gain"),
+    # Measured gains: emoji 0.620 vs 0.526, clip art 0.446 vs 0.313, Fashion-MNIST (224 px)
+    # 0.718 vs 0.669: pretrained features help least on the 28 px greyscale photos.
+    [("fm/emoji-lite0", 0.06), ("fm/clipart-lite0", 0.1), ("fm/fashion-mnist-lite0", 0.03)],
+)
 def test_embeddings_beat_raw_pixels_on_1000_images(tmp_path, name, gain):
     embedded, pixels = _probe_gain(tmp_path, name, rows=1000, labels=100)
     print(f"{name}, 1000 images, 100 labels: embeddings {embedded:.3f}, pixels {pixels:.3f}")
