@@ -84,6 +84,12 @@ def test_the_guard_compares_corpora_not_names(monkeypatch):
         training_names("fm-train+fm/emoji-lite0")
 
 
+def test_recorded_widths_are_the_encoders():
+    from metaal.encoders import ENCODERS
+
+    assert fm.WIDTHS == {name: spec.width for name, spec in ENCODERS.items()}
+
+
 def test_describe_lists_fm_tasks_from_recorded_sizes(monkeypatch):
     monkeypatch.setattr(suites, "load_fm_task", lambda name: pytest.fail("embedded to list"))
     rows = describe_suites(("fm-heldout",))

@@ -40,8 +40,9 @@ EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 #: The fortune files used: the Debian `fortunes` package's non-offensive topical categories.
-FORTUNE_CATEGORIES = ("computers", "food", "law", "medicine", "politics", "science", "sports")
-FORTUNE_CATEGORIES += ("startrek",)
+FORTUNE_CATEGORIES = (
+    "computers", "food", "law", "medicine", "politics", "science", "sports", "startrek",
+)  # fmt: skip
 #: Clip-art pictures larger than this are left out: a few posters of up to 623 million
 #: pixels would take gigabytes to decode, to be shrunk to 112 px.
 CLIPART_MAX_PIXELS = 4096 * 4096
