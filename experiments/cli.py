@@ -4,6 +4,7 @@
     metaal train ...                meta-train a query policy (DQN, PPO, imitation)
     metaal evaluate ...             compare strategies on held-out datasets
     metaal query ...                pick the rows of your own data to annotate next
+    metaal embed ...                embed your own texts or images with a pretrained encoder
     metaal demo [--quick]           train the default policy and evaluate it on `heldout`
 
 The command lives in `experiments` (not `metaal`) because it drives every
@@ -27,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("metaal.experiments.train", "meta-train a query policy on a task suite"),
     "evaluate": ("metaal.experiments.evaluate", "evaluate strategies on held-out datasets"),
     "query": ("metaal.experiments.query", "pick the rows of your own data to annotate next"),
+    "embed": (
+        "metaal.experiments.embed",
+        "embed your own texts (CSV) or images (a folder per class) into an NPZ",
+    ),
     "demo": (
         "metaal.experiments.demo",
         "train the default policy and evaluate it on held-out data",

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from metaal import atomic, metrics, tracking
 from metaal.agents import checkpoint, get_agent, make_chunk, rollout
-from metaal.data import HELDOUT, check_heldout_unseen, load_task, make_split, suite_names
+from metaal.data import ALL_HELDOUT, check_heldout_unseen, load_task, make_split, suite_names
 from metaal.data.batch import pad_split, stack_splits
 from metaal.data.task import Split
 from metaal.envs.core import ActiveLearningEnv, EnvConfig, check_fits, make_params
@@ -88,7 +88,7 @@ def finalise(settings: TrainSettings) -> TrainSettings:
 def training_names(suite: str) -> list[str]:
     """Task names of `suite`, after checking that no held-out data set is among them."""
     names = suite_names(suite)
-    check_heldout_unseen(names, HELDOUT)
+    check_heldout_unseen(names, ALL_HELDOUT)
     return names
 
 

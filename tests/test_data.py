@@ -239,6 +239,7 @@ def test_describe_suites_rows():
     assert iris == {
         "suite": "heldout",
         "dataset": "sklearn/iris",
+        "encoder": None,
         "rows": 150,
         "features": 4,
         "classes": 3,

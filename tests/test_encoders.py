@@ -150,6 +150,18 @@ def test_paths_and_pil_images_give_the_same_features(image_encoder):
     np.testing.assert_array_equal(image_encoder.embed([str(path)], batch_size=BATCH), from_pil)
 
 
+def test_transparent_pixels_are_composited_on_white():
+    # Clip art keeps black in its transparent pixels; a plain RGB conversion shows it black.
+    image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    image.paste((200, 0, 0, 255), (16, 16, 48, 48))
+    pixels = efficientnet.preprocess(image, 32)
+    assert (pixels[0, 0] == 255).all() and pixels[16, 16].tolist() == [200, 0, 0]
+    palette = Image.new("P", (8, 8), 0)
+    palette.putpalette([0, 0, 0, 200, 0, 0])
+    palette.info["transparency"] = 0  # palette entry 0 (black) is transparent
+    assert (efficientnet.preprocess(palette, 32) == 255).all()
+
+
 def test_options_reach_the_encoder():
     short = load_encoder("minilm", max_length=8)
     assert [len(t) for t in short.tokenize(["one two three four five six seven eight nine"])] == [8]
@@ -265,6 +277,13 @@ def test_image_that_cannot_be_decoded(image_encoder, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes((SAMPLE_IMAGES / "china.jpg").read_bytes()[:3000])
     _raises(lambda: image_encoder.embed([broken]), str(broken), "cannot be decoded", "re-save")
+
+
+def test_image_too_large_to_decode(image_encoder, tmp_path, monkeypatch):
+    poster = tmp_path / "poster.png"
+    Image.new("RGB", (40, 40)).save(poster)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL refuses twice this
+    _raises(lambda: image_encoder.embed([poster]), "poster.png", "too large", "shrink it")
 
 
 def test_missing_image_file(image_encoder, tmp_path):

@@ -8,14 +8,20 @@
   from the optional extra `metaal[datasets]`;
 - `synthetic`: generated tasks with tunable difficulty;
 - `files`: users' own CSV / TSV / NPZ files and their checks;
-- `suites`: named suites (`train`, `heldout`, `synthetic`, `train+synthetic`)
-  and the check that held-out data never enters meta-training.
+- `corpora` and `fm`: real texts and images from installed packages,
+  embedded by a pretrained encoder and cached (`fm/...` tasks);
+- `suites`: named suites (`train`, `heldout`, `fm-train`, `fm-heldout`,
+  `synthetic`, `train+synthetic`) and the check that held-out data never
+  enters meta-training.
 """
 
 from metaal.data.batch import TaskBatch, pad_split, stack_splits
 from metaal.data.files import QueryData, load_file, load_labelled_and_unlabelled
 from metaal.data.loaders import load_dataset
 from metaal.data.suites import (
+    ALL_HELDOUT,
+    FM_HELDOUT,
+    FM_TRAIN,
     HELDOUT,
     TRAIN,
     check_heldout_unseen,
@@ -28,6 +34,9 @@ from metaal.data.synthetic import make_synthetic_task, synthetic_task
 from metaal.data.task import DataError, Split, Task, encode_frame, make_split, split_sizes
 
 __all__ = [
+    "ALL_HELDOUT",
+    "FM_HELDOUT",
+    "FM_TRAIN",
     "HELDOUT",
     "TRAIN",
     "DataError",

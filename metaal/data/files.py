@@ -20,7 +20,10 @@ Reading a file:
 - `drop` names columns to leave out, and `id_column` a column that names the
   rows: read as text (so `007` stays `007`), kept out of the features and
   returned as `ids`. In an NPZ file, features are `x0`, `x1`, ... and
-  `id_column` names another array of the archive.
+  `id_column` names another array of the archive;
+- an NPZ file may hold `class_names` (what `metaal embed` writes): `y` then
+  holds indices into it, NaN for an unlabelled row (a float `y`).
+  Without it, `y`'s values are the labels and NaN means unlabelled too.
 
 Checks on the features: a column fails when it is empty in every row, holds
 infinities, or is *mostly numeric*: at least `MOSTLY_NUMERIC` (80%) of its
@@ -61,6 +64,8 @@ from metaal.data.task import (
 
 #: Label array read from an NPZ file when no other name is given.
 NPZ_LABELS = "y"
+#: Names of the classes `y` indexes, when an NPZ file holds them (as `metaal embed` writes).
+CLASS_NAMES = "class_names"
 #: A text column with at least this share of numbers among its values is numeric.
 MOSTLY_NUMERIC = 0.8
 #: Characters of a .csv file the separator is sniffed from.
@@ -219,6 +224,37 @@ def _read_csv(path: Path, sep: str, as_text: Sequence[str]) -> pd.DataFrame:
     return df
 
 
+def read_table(path: Path, as_text: Sequence[str] = ()) -> tuple[pd.DataFrame, _Source]:
+    """A CSV / TSV file as a frame, and where its rows are (for messages).
+
+    Binary files are named, a .csv file's separator is sniffed (tab for
+    .tsv), repeated header names are refused, names are stripped, and a cell
+    of spaces is empty (NaN). Columns named in ``as_text`` are read as strings.
+    """
+    _check_text(path)
+    src = _Source(path, "\t" if path.suffix.lower() == ".tsv" else _sniff(path))
+    text = [name for name in _header(path, src.sep) if name.strip() in as_text]
+    return _read_csv(path, src.sep, text), src
+
+
+def _named_labels(y: np.ndarray, names: np.ndarray, path: Path) -> np.ndarray:
+    """Class indices ``y`` (NaN: unlabelled) as their ``names``, None where unlabelled."""
+    if names.ndim != 1 or not len(names):
+        raise DataError(f"{path}: class_names must be a non-empty 1-D array of names")
+    values = y.astype(np.float64)
+    labelled = ~np.isnan(values)
+    index = values[labelled]
+    bad = (index != np.round(index)) | (index < 0) | (index >= len(names))
+    if bad.any():
+        raise DataError(
+            f"{path}: y must hold class indices 0..{len(names) - 1} into class_names (NaN: "
+            f"unlabelled); got {sorted(set(index[bad].tolist()))[:SHOWN]}"
+        )
+    out = np.full(len(y), None, dtype=object)
+    out[labelled] = names.astype(str)[index.astype(np.int64)]
+    return out
+
+
 def _read_npz(path: Path, labels: str, id_column: str | None) -> pd.DataFrame:
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -235,6 +271,8 @@ def _read_npz(path: Path, labels: str, id_column: str | None) -> pd.DataFrame:
             f"{sorted(arrays)}. Save features as X and labels as {labels}"
         )
     X, y = arrays["X"], arrays[labels]
+    if CLASS_NAMES in arrays and labels == NPZ_LABELS and y.ndim == 1:
+        y = _named_labels(y, arrays[CLASS_NAMES], path)
     if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
         raise DataError(
             f"{path}: X must be 2-D (rows, features) and {labels} 1-D with one label per "
@@ -265,11 +303,8 @@ def _read(
         target = target or NPZ_LABELS
         df, src = _read_npz(p, target, id_column), _Source(p, None)
     elif suffix in (".csv", ".tsv"):
-        _check_text(p)
-        src = _Source(p, "\t" if suffix == ".tsv" else _sniff(p))
         # Ids are names, not numbers: read as text, so 007 stays 007.
-        as_text = [name for name in _header(p, src.sep) if name.strip() == id_column]
-        df = _read_csv(p, src.sep, as_text)
+        df, src = read_table(p, as_text=[] if id_column is None else [id_column])
         if target is None:
             raise DataError(
                 f"{p}: which column holds the labels? Pass its name with --target; "

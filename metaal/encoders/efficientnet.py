@@ -177,8 +177,21 @@ def lite0_features(
     return x.mean(axis=(1, 2))
 
 
+def has_alpha(image: Image.Image) -> bool:
+    """Whether ``image`` has transparent parts (an alpha channel or a transparent palette entry)."""
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
 def preprocess(image: Image.Image, size: int) -> np.ndarray:
-    """``image`` as RGB uint8 (size, size, 3): shorter side to ``size``, centre crop."""
+    """``image`` as RGB uint8 (size, size, 3): shorter side to ``size``, centre crop.
+
+    Transparent parts are composited on white, as a viewer shows them: a plain
+    RGB conversion would keep whatever colour the hidden pixels hold (often
+    black, the colour of the drawing itself in clip art).
+    """
+    if has_alpha(image):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     image = image.convert("RGB")
     width, height = image.size
     scale = size / min(width, height)
@@ -211,6 +224,11 @@ def load_image(item: Any, index: int, size: int) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
             return preprocess(image, size)
+    except Image.DecompressionBombError as error:
+        raise EncoderError(
+            f"image item {index} ({str(path)!r}) is too large to decode safely ({error}): "
+            f"shrink it with an image tool or drop it"
+        ) from None
     except UnidentifiedImageError:
         raise EncoderError(
             f"image item {index} ({str(path)!r}) is not an image file (PIL cannot identify "
@@ -261,6 +279,7 @@ class EfficientNetLite0Encoder(Encoder):
         self.settings = {
             "image_size": image_size,
             "resize": "shorter side, bilinear, centre crop",
+            "transparency": "composited on white",
             "mean": [float(m) for m in mean],
             "std": [float(s) for s in std],
         }
