@@ -155,9 +155,9 @@ def make_env(config: EnvConfig) -> ActiveLearningEnv:
 
 
 def export_config(settings: TrainSettings, env_steps: int, command: str) -> dict[str, Any]:
-    """The policy config a run exports (network, features, provenance, shortlist)."""
+    """The policy config a run exports: network, features, provenance (no shortlist yet)."""
     config = settings.config
-    policy = policy_config(
+    return policy_config(
         config.hidden,
         config.state_hidden,
         config.env.probe_size,
@@ -169,12 +169,6 @@ def export_config(settings: TrainSettings, env_steps: int, command: str) -> dict
         env_steps=env_steps,
         command=command,
     )
-    return policy
-
-
-def exported_policy(settings: TrainSettings, params: Any, config: dict[str, Any]):
-    """The `LearnedStrategy` the run exports for scorer `params` (its shortlist included)."""
-    return checkpoint.policy_of(params, config, settings.shortlist)
 
 
 def evaluation_entries(settings: TrainSettings, policy) -> list[evaluate.Entry]:
@@ -387,7 +381,7 @@ def _train(
     # the exported policy, evaluated by `metaal evaluate`'s runners, compiled once per run
     params = agent.policy_params(runner)
     entries = evaluation_entries(
-        settings, exported_policy(settings, params, export_config(settings, 0, ""))
+        settings, checkpoint.policy_of(params, export_config(settings, 0, ""), settings.shortlist)
     )
 
     run = tracking.init_run(
@@ -474,10 +468,10 @@ def _train(
         bar.close()
 
     _say(progress, f"exporting the policy to {out / checkpoint.POLICY_FILE}")
-    policy = exported_policy(
-        settings,
+    policy = checkpoint.policy_of(
         agent.policy_params(runner),
         export_config(settings, int(runner.update) * config.steps_per_update, command),
+        settings.shortlist,
     ).save(out / checkpoint.POLICY_FILE)
     run.update_summary({"policy": str(policy)})
     run.finish()
