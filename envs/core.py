@@ -45,9 +45,10 @@ import jax.numpy as jnp
 from flax import struct
 
 from metaal import features
+from metaal.batching import lazy_cond
 from metaal.data.batch import TaskBatch
 from metaal.features import Observation
-from metaal.learners import Learner, make_learner, parse_learner
+from metaal.learners import Learner, learner_settings, make_learner, parse_learner
 from metaal.strategies.base import Context
 from metaal.strategies.distribution import kmeans
 
@@ -117,7 +118,7 @@ class EnvConfig:
         """The configured learner for the cold fit at reset or for warm refits."""
         name, settings = parse_learner(self.learner)
         overrides: dict[str, Any] = {"steps": self.init_fit_steps if cold else self.fit_steps}
-        if name == "logreg" and "power_iters" not in settings:
+        if "power_iters" in learner_settings(name) and "power_iters" not in settings:
             # the cold fit starts its curvature estimate from scratch; warm refits carry it
             overrides["power_iters"] = 12 if cold else 1
         return make_learner(self.learner, **overrides)
@@ -282,9 +283,19 @@ class ActiveLearningEnv:
         """Static number of candidates per step for these params."""
         return self.config.n_candidates or params.task.pool_X.shape[-2]
 
-    def _fit(self, learner, params_learner, X, y, n_labeled, class_mask):
+    def _fit(self, learner, params_learner, X, y, n_labeled, class_mask, pool_X, unlabeled):
+        """Fit on the first `n_labeled` rows (semi-supervised: and the unlabelled pool rows)."""
         weights = (jnp.arange(y.shape[0]) < n_labeled).astype(jnp.float32)
-        return learner.fit(params_learner, X, y, weights, class_mask)
+        if not learner.semi_supervised:
+            return learner.fit(params_learner, X, y, weights, class_mask)
+        return learner.fit(
+            params_learner, X, y, weights, class_mask, pool_X, unlabeled.astype(jnp.float32)
+        )
+
+    def _refit(self, params_learner, X, y, n_labeled, class_mask, pool_X, unlabeled):
+        return self._fit(
+            self.learner_step, params_learner, X, y, n_labeled, class_mask, pool_X, unlabeled
+        )
 
     def accuracy(
         self,
@@ -432,7 +443,14 @@ class ActiveLearningEnv:
         )
         learner = self.learner_init.init(k_learner, task.pool_X.shape[1], k, task.feature_mask)
         learner = self._fit(
-            self.learner_init, learner, labeled_X, labeled_y, n_labeled, task.class_mask
+            self.learner_init,
+            learner,
+            labeled_X,
+            labeled_y,
+            n_labeled,
+            task.class_mask,
+            task.pool_X,
+            available,
         )
         val = self.accuracy(learner, task.val_X, task.val_y, task.val_mask, task.class_mask)
         dist = jax.vmap(lambda i: self._distance_to(params, i))(init_idx)
@@ -496,15 +514,20 @@ class ActiveLearningEnv:
         live = jnp.arange(state.unlabeled.shape[0]) < n_unlabeled
         hole = valid & live & (state.unlabeled == idx)
         unlabeled = jnp.where(hole, last, state.unlabeled)
+        labeled = state.labeled.at[idx].set(state.labeled[idx] | valid)
+        fit_inputs = (labeled_X, labeled_y, n_labeled, task.class_mask, task.pool_X)
+        fit_inputs += (task.pool_mask & ~labeled,)
         if cfg.query_batch == 1 or force_refit:
             update = valid
+            learner = self._refit(state.learner, *fit_inputs)
+            learner = jax.tree.map(
+                lambda new, old: jnp.where(update, new, old), learner, state.learner
+            )
         else:  # a round ends after every query_batch-th pick and after the last
             done = state.step + 1
             update = (done % cfg.query_batch == 0) | (done >= cfg.budget)
-        learner = self._fit(
-            self.learner_step, state.learner, labeled_X, labeled_y, n_labeled, task.class_mask
-        )
-        learner = jax.tree.map(lambda new, old: jnp.where(update, new, old), learner, state.learner)
+            # vmapped episodes end their rounds together: skip the refit in between
+            learner = lazy_cond(update, self._refit, state.learner, state.learner, *fit_inputs)
         # an unchanged learner scores exactly its previous validation accuracy
         val = self.accuracy(learner, task.val_X, task.val_y, task.val_mask, task.class_mask)
         test = self.test_accuracy(learner, task)
@@ -514,7 +537,6 @@ class ActiveLearningEnv:
         else:
             reward = val
         reward = jnp.where(valid, reward, -cfg.invalid_action_penalty).astype(jnp.float32)
-        labeled = state.labeled.at[idx].set(state.labeled[idx] | valid)
         candidates, cand_mask = self._sample_candidates(key, labeled, unlabeled, n_labeled, params)
         new_state = EnvState(
             labeled=labeled,

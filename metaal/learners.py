@@ -7,7 +7,10 @@ Every learner is a `Learner` of three pure functions:
   random initial weights do not depend on the padding (see `make_mlp`);
 - `fit(params, X, y, weights, class_mask) -> params`: minimises the weighted
   L2-regularised cross-entropy, starting from `params` (warm start); rows of
-  weight 0 (unlabelled or padding) do not count;
+  weight 0 (unlabelled or padding) do not count. A semi-supervised learner
+  (`semi_supervised=True`: `self_training`, `label_propagation`) also takes
+  `unlabeled_X` (U, d) and `unlabeled_weights` (U,), the unlabelled pool rows
+  (weight 0: labelled or padding), and adds pseudo-labelled rows from them;
 - `predict_proba(params, X, class_mask) -> (n, k)` class probabilities, zero on
   padded classes; `member_proba` gives the (members, n, k) probabilities of an
   ensemble (one member for the others); `predict(params, X, class_mask) -> (n,)`
@@ -42,6 +45,8 @@ class Learner(NamedTuple):
     predict_proba: Callable[..., jnp.ndarray]
     member_proba: Callable[..., jnp.ndarray]
     predict: Callable[..., jnp.ndarray]
+    semi_supervised: bool = False
+    """True when `fit` also reads the unlabelled rows (`unlabeled_X`, `unlabeled_weights`)."""
 
 
 def _masked_softmax(logits: jnp.ndarray, class_mask: jnp.ndarray) -> jnp.ndarray:
@@ -255,10 +260,187 @@ def make_ensemble(
     return Learner("ensemble", init, fit, predict_proba, member_proba, predict)
 
 
+# --- semi-supervised wrappers ---------------------------------------------------------
+#
+# Both fit the base learner on the labelled rows plus at most `pseudo` pseudo-labelled
+# unlabelled rows (a cap, so that a refit costs O(labelled + pseudo) and not O(pool)),
+# each pseudo-label weighted `pseudo_weight` times its confidence. Pseudo-labels need two
+# labelled classes: with fewer (a cold start may draw one class), the fit is the base
+# learner's supervised fit, unchanged.
+
+SEMI_SUPERVISED_BASES = ("logreg", "mlp", "ensemble")
+
+
+def _base_learner(name: str, base: str, steps: int, power_iters: int) -> Learner:
+    if base not in SEMI_SUPERVISED_BASES:
+        raise ValueError(
+            f"learner {name!r}: base={base!r} is not a supervised learner; choose one of "
+            f"{', '.join(SEMI_SUPERVISED_BASES)}"
+        )
+    settings: dict[str, Any] = {"steps": steps}
+    if base == "logreg":
+        settings["power_iters"] = power_iters
+    return LEARNERS[base](**settings)
+
+
+def _labelled_classes(y: jnp.ndarray, weights: jnp.ndarray, k: int) -> jnp.ndarray:
+    return jnp.sum(jnp.zeros(k).at[y].max((weights > 0).astype(jnp.float32)))
+
+
+def _pseudo_learner(name: str, base: Learner, pseudo_labels: Callable) -> Learner:
+    """A `Learner` that refits `base` with the rows and weights `pseudo_labels` proposes.
+
+    `pseudo_labels(params, X, y, weights, class_mask, U, u_weights) -> (start, rows,
+    labels, row_weights)` returns the params the final fit starts from, a fixed number of
+    unlabelled row indices, their labels and their weights (0: not used).
+    """
+
+    def fit(params, X, y, weights, class_mask, unlabeled_X=None, unlabeled_weights=None):
+        if unlabeled_X is None:
+            return base.fit(params, X, y, weights, class_mask)
+        start, rows, labels, row_weights = pseudo_labels(
+            params, X, y, weights, class_mask, unlabeled_X, unlabeled_weights
+        )
+        two_classes = _labelled_classes(y, weights, class_mask.shape[0]) >= 2
+        row_weights = jnp.where(two_classes, row_weights, 0.0)
+        X2 = jnp.concatenate([X, unlabeled_X[rows]])
+        y2 = jnp.concatenate([y, labels.astype(y.dtype)])
+        return base.fit(start, X2, y2, jnp.concatenate([weights, row_weights]), class_mask)
+
+    return Learner(name, base.init, fit, base.predict_proba, base.member_proba, base.predict, True)
+
+
+def make_self_training(
+    base: str = "logreg",
+    threshold: float = 0.9,
+    pseudo: int = 256,
+    pseudo_weight: float = 0.5,
+    steps: int = 10,
+    power_iters: int = 2,
+) -> Learner:
+    """Self-training (Yarowsky 1995; Lee 2013's pseudo-labels) around a supervised `base`.
+
+    One refit: fit `base` on the labelled rows, predict the unlabelled rows, take the
+    (at most `pseudo`) most confident ones whose top probability reaches `threshold`,
+    and fit again (warm) on the labelled rows plus those rows with their predicted
+    class, weighted `pseudo_weight * confidence`. `steps` optimiser steps per fit.
+    """
+    inner = _base_learner("self_training", base, steps, power_iters)
+
+    def pseudo_labels(params, X, y, weights, class_mask, U, u_weights):
+        fitted = inner.fit(params, X, y, weights, class_mask)
+        probs = inner.predict_proba(fitted, U, class_mask)
+        confidence = jnp.max(probs, axis=-1)
+        eligible = (u_weights > 0) & (confidence >= threshold)
+        score, rows = jax.lax.top_k(jnp.where(eligible, confidence, -1.0), min(pseudo, U.shape[0]))
+        labels = jnp.argmax(probs[rows], axis=-1)
+        return fitted, rows, labels, jnp.where(score >= 0, pseudo_weight * score, 0.0)
+
+    return _pseudo_learner("self_training", inner, pseudo_labels)
+
+
+def propagate_labels(
+    X: jnp.ndarray,
+    y: jnp.ndarray,
+    weights: jnp.ndarray,
+    class_mask: jnp.ndarray,
+    U: jnp.ndarray,
+    u_weights: jnp.ndarray,
+    neighbors: int = 10,
+    alpha: float = 0.99,
+    iters: int = 20,
+    pseudo: int = 256,
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """Label spreading (Zhou et al. 2004) from the labelled rows to `pseudo` unlabelled rows.
+
+    The graph's nodes are the rows of X with weight > 0 and the first `pseudo` rows of U
+    with weight > 0 in a fixed hash order of their index (so padding changes nothing).
+    Each node joins its `neighbors` nearest by Euclidean distance, weighted
+    exp(-d^2 / s^2) with s^2 the mean squared neighbour distance; the graph is made
+    symmetric and normalised, S = D^-1/2 W D^-1/2, and `iters` steps of
+    F <- alpha S F + (1 - alpha) Y spread the one-hot labels Y.
+
+    Returns (rows, labels, confidence): the U indices of the unlabelled nodes, their argmax
+    class and its share of the node's scores (0 for padding or a node no label reached).
+    """
+    k = class_mask.shape[0]
+    n_u = min(pseudo, U.shape[0])
+    # a fixed pseudo-random order of row indices (bijective hash): the unlabelled nodes
+    order = jnp.arange(U.shape[0], dtype=jnp.uint32) * jnp.uint32(0x9E3779B1)
+    order = (order ^ (order >> 15)).astype(jnp.float32)
+    _, rows = jax.lax.top_k(jnp.where(u_weights > 0, order, -1.0), n_u)
+    real_u = u_weights[rows] > 0
+    nodes = jnp.concatenate([X, U[rows]])
+    real = jnp.concatenate([weights > 0, real_u])
+    sq = jnp.sum(nodes**2, axis=1)
+    d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * nodes @ nodes.T, 0.0)
+    n = nodes.shape[0]
+    pair = real[:, None] & real[None, :] & ~jnp.eye(n, dtype=bool)
+    d2 = jnp.where(pair, d2, jnp.inf)
+
+    # each row's k smallest distances by k passes of a row minimum (a row-wise top_k
+    # is ~15x slower on CPU); j is a neighbour of i when no farther than i's k-th
+    def next_nearest(rest, _):
+        nearest = jnp.min(rest, axis=1)
+        return jnp.where(rest <= nearest[:, None], jnp.inf, rest), nearest
+
+    _, near_d2 = jax.lax.scan(next_nearest, d2, None, length=min(neighbors, n - 1))
+    finite = jnp.isfinite(near_d2)
+    scale = jnp.sum(jnp.where(finite, near_d2, 0.0)) / jnp.maximum(jnp.sum(finite), 1)
+    is_near = d2 <= near_d2[-1][:, None]
+    is_near = (is_near | is_near.T) & pair
+    W = jnp.where(is_near, jnp.exp(-d2 / jnp.maximum(scale, 1e-12)), 0.0)
+    deg = jnp.sum(W, axis=1)
+    inv_sqrt = jnp.where(deg > 0, 1.0 / jnp.sqrt(jnp.maximum(deg, 1e-12)), 0.0)
+    S = W * inv_sqrt[:, None] * inv_sqrt[None, :]
+    Y0 = jnp.concatenate([jax.nn.one_hot(y, k) * (weights > 0)[:, None], jnp.zeros((n_u, k))])
+    Y0 = Y0 * class_mask
+
+    def spread(F, _):
+        return alpha * S @ F + (1.0 - alpha) * Y0, None
+
+    F, _ = jax.lax.scan(spread, Y0, None, length=iters)
+    F_u = F[X.shape[0] :]
+    total = jnp.sum(F_u, axis=1)
+    labels = jnp.argmax(jnp.where(class_mask, F_u, -1.0), axis=1)
+    confidence = jnp.max(F_u, axis=1) / jnp.maximum(total, 1e-12)
+    return rows, labels, jnp.where(real_u & (total > 0), confidence, 0.0)
+
+
+def make_label_propagation(
+    base: str = "logreg",
+    neighbors: int = 10,
+    alpha: float = 0.99,
+    iters: int = 20,
+    pseudo: int = 256,
+    pseudo_weight: float = 0.5,
+    steps: int = 10,
+    power_iters: int = 2,
+) -> Learner:
+    """Label propagation over a kNN graph of the pool (`propagate_labels`), then `base` on it.
+
+    Each of the graph's `pseudo` unlabelled nodes takes its propagated class, weighted
+    `pseudo_weight` times its share of the scores, and `base` is fitted (warm) on the
+    labelled plus propagated rows. Predictions are the base learner's, so the learner
+    is inductive: it scores rows outside the graph (validation, new data).
+    """
+    inner = _base_learner("label_propagation", base, steps, power_iters)
+
+    def pseudo_labels(params, X, y, weights, class_mask, U, u_weights):
+        rows, labels, confidence = propagate_labels(
+            X, y, weights, class_mask, U, u_weights, neighbors, alpha, iters, pseudo
+        )
+        return params, rows, labels, pseudo_weight * confidence
+
+    return _pseudo_learner("label_propagation", inner, pseudo_labels)
+
+
 LEARNERS: dict[str, Callable[..., Learner]] = {
     "logreg": make_logreg,
     "mlp": make_mlp,
     "ensemble": make_ensemble,
+    "self_training": make_self_training,
+    "label_propagation": make_label_propagation,
 }
 
 

@@ -98,11 +98,17 @@ class CompiledLearner(NamedTuple):
 def _compiled_learner(name: str, steps: int) -> CompiledLearner:
     learner = make_learner(name, steps=steps)
 
+    def fit(params, X, y, weights, class_mask):
+        if not learner.semi_supervised:
+            return learner.fit(params, X, y, weights, class_mask)
+        # every row of X that is not labelled is an unlabelled row of the pool
+        return learner.fit(params, X, y, weights, class_mask, X, 1.0 - weights)
+
     def cv_correct(key, X, y, folds, class_mask):
         def fold_correct(f):
             train = ((folds >= 0) & (folds != f)).astype(jnp.float32)
             params = learner.init(key, X.shape[1], class_mask.shape[0])
-            params = learner.fit(params, X, y, train, class_mask)
+            params = fit(params, X, y, train, class_mask)
             pred = jnp.argmax(learner.predict_proba(params, X, class_mask), axis=-1)
             return jnp.sum((pred == y) & (folds == f))
 
@@ -110,7 +116,7 @@ def _compiled_learner(name: str, steps: int) -> CompiledLearner:
 
     return CompiledLearner(
         learner.init,
-        jax.jit(learner.fit),
+        jax.jit(fit),
         jax.jit(learner.member_proba),
         learner.predict_proba,
         jax.jit(cv_correct),
