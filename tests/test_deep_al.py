@@ -1,6 +1,7 @@
 """The deep-AL regime: batch rounds, cold starts, ProbCover and DropQuery against brute force."""
 
 import dataclasses
+import functools
 import warnings
 
 import jax
@@ -14,8 +15,11 @@ from metaal.data import Task, make_split, pad_split
 from metaal.data.synthetic import make_synthetic_task
 from metaal.envs.core import ActiveLearningEnv, EnvConfig, make_params
 from metaal.learners import make_learner
+from metaal.policy_net import LINEAR_SCORER, linear_params, linear_scorer
+from metaal.strategies.adapter import standardise
 from metaal.strategies.distribution import _probcover, purity_radius
 from metaal.strategies.hybrid import DROPQUERY_DRAWS, DROPQUERY_RATE, dropout_inconsistency
+from metaal.strategies.learned import LearnedStrategy
 
 CONFIG = EnvConfig(budget=10, n_initial=3, n_candidates=16, probe_size=8)
 
@@ -26,15 +30,29 @@ def params():
     return make_params(pad_split(make_split(task, 0, max_pool=150, max_val=60, max_test=60)))
 
 
-def run(config, params, seed=0):
-    env = ActiveLearningEnv(config)
+@functools.cache
+def make_env(config):
+    """One env per config, so tests of one config share its compiled reset and step."""
+    return ActiveLearningEnv(config)
+
+
+def run(config, params, seed=0, observations=None):
+    """The episode's (state before, state after, reward, info) per step; the last valid pick.
+
+    `observations`, a list, receives the observation at reset and after every step.
+    """
+    env = make_env(config)
     obs, state = env.reset(jax.random.key(seed), params)
     steps = []
     for t in range(config.budget):
+        if observations is not None:
+            observations.append(obs)
         before = state
         action = jnp.argmax(jnp.where(obs.action_mask, jnp.arange(obs.action_mask.shape[0]), -1))
         obs, state, reward, term, _, info = env.step(jax.random.key(100 + t), state, action, params)
         steps.append((before, state, float(reward), info))
+    if observations is not None:
+        observations.append(obs)
     return steps
 
 
@@ -65,9 +83,80 @@ def test_batch_rounds_refit_and_reward_once_per_round_and_rewards_telescope(para
             )
 
 
+def test_round_features_follow_the_picks_of_the_current_round_by_brute_force(params):
+    b = 4
+    config = dataclasses.replace(CONFIG, query_batch=b)
+    observations = []
+    steps = run(config, params, observations=observations)
+    X = np.asarray(params.task.pool_X)
+    d = int(np.sum(params.task.feature_mask))
+    picks = [int(info["pool_index"]) for _, _, _, info in steps]
+    refits = [bool(info["refit"]) for _, _, _, info in steps]
+    # after s picks: the picks since the last refit (rounds end every b picks and at the budget)
+    assert refits == [(t + 1) % b == 0 or t + 1 == CONFIG.budget for t in range(CONFIG.budget)]
+    progress = []
+    for s, obs in enumerate(observations):
+        state = steps[s - 1][1] if s else steps[0][0]
+        start = max((t + 1 for t in range(s) if refits[t]), default=0)
+        round_picks = picks[start:s]
+        mask = np.asarray(obs.action_mask)
+        cand = np.asarray(state.candidates)
+        if round_picks:
+            sq = ((X[:, None] - X[round_picks][None]) ** 2).sum(-1).min(axis=1)
+            np.testing.assert_allclose(np.asarray(state.dist_round), np.sqrt(sq), atol=1e-4)
+            expect = np.exp(-sq[cand] / d)
+        else:  # a round without picks yet: right after reset and after every refit
+            assert np.all(np.isinf(np.asarray(state.dist_round)))
+            expect = np.zeros(len(cand))
+        similarity = np.asarray(obs.column("round_similarity"))
+        np.testing.assert_allclose(similarity[mask], expect[mask], rtol=1e-4, atol=1e-6)
+        assert np.all(similarity[~mask] == 0.0)
+        values = set(np.asarray(obs.column("round_progress"))[mask].tolist())
+        assert len(values) == 1  # the same for every candidate
+        progress.append(values.pop())
+    assert progress == [0.0, 0.25, 0.5, 0.75, 0.0, 0.25, 0.5, 0.75, 0.0, 0.25, 0.0]
+    assert max(observations[2].column("round_similarity")) > 0  # the round's picks are seen
+    assert "z_round_similarity" in observations[0].features
+    assert "rank_round_similarity" in observations[0].features
+
+
+def test_query_fills_the_round_features_with_the_earlier_picks_of_its_batch():
+    # a linear policy reading only the round columns: its utilities are the features
+    names = ("round_similarity", "round_progress")
+    config = {"scorer": LINEAR_SCORER, "probe_size": 8, "features": list(names)}
+    weights = {"round_similarity": -1.0, "round_progress": 1.0}
+    policy = LearnedStrategy(linear_scorer(config), linear_params(weights, names), config)
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(40, 3))
+    y = np.full(40, np.nan)
+    y[:6] = [0, 1, 2, 0, 1, 2]
+    batch = 4
+    picks, utilities = policy.query(X, y, batch_size=batch, return_utilities=True)
+    Xs = np.asarray(standardise(X))
+    free = np.isnan(y)
+    for b in range(batch):
+        if b:
+            sq = ((Xs[:, None] - Xs[picks[:b]][None]) ** 2).sum(-1).min(axis=1)
+            similarity = np.exp(-sq / X.shape[1])
+        else:  # the batch has no pick yet
+            similarity = np.zeros(len(X))
+        selectable = free.copy()
+        selectable[picks[:b]] = False
+        np.testing.assert_allclose(
+            utilities[b][selectable], b / batch - similarity[selectable], rtol=1e-4, atol=1e-5
+        )
+        assert np.all(np.isnan(utilities[b][~selectable]))
+    assert len(set(picks.tolist())) == batch
+
+
 def test_query_batch_one_refits_every_step(params):
-    steps = run(CONFIG, params)
+    observations = []
+    steps = run(CONFIG, params, observations=observations)
     assert all(bool(info["refit"]) for _, _, _, info in steps)
+    for obs in observations:  # every round is one pick: no earlier pick, no progress
+        assert np.all(np.asarray(obs.column("round_similarity")) == 0.0)
+        assert np.all(np.asarray(obs.column("round_progress")) == 0.0)
+    assert all(np.all(np.isinf(np.asarray(after.dist_round))) for _, after, _, _ in steps)
     assert sum(r for _, _, r, _ in steps) == pytest.approx(
         float(steps[-1][1].val_score) - float(steps[0][0].val_score), abs=1e-6
     )
