@@ -9,13 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from skactiveml.pool import ProbCover
+from sklearn.cluster import KMeans
 from test_strategies import make_ctx, obs_for
 
 from metaal.data import Task, make_split, pad_split
 from metaal.data.synthetic import make_synthetic_task
 from metaal.envs.core import ActiveLearningEnv, EnvConfig, make_params
+from metaal.experiments.benchmarks.reference_env import pool_density
 from metaal.learners import make_learner
 from metaal.policy_net import LINEAR_SCORER, linear_params, linear_scorer
+from metaal.strategies import get_strategy, select
 from metaal.strategies.adapter import standardise
 from metaal.strategies.distribution import _probcover, purity_radius
 from metaal.strategies.hybrid import DROPQUERY_DRAWS, DROPQUERY_RATE, dropout_inconsistency
@@ -302,3 +305,86 @@ def test_evaluates_init_flag_names_the_method_and_points_a_size_to_n_initial():
         _init_method("5")
     with pytest.raises(argparse.ArgumentTypeError, match="choose one of stratified, random"):
         _init_method("kmeans")
+
+
+# --- TypiClust inside batch rounds ---------------------------------------------------------
+
+
+def _typiclust_rounds(config, params):
+    """Picks of TypiClust run in the env (as `metaal evaluate` runs it) and its clusters."""
+    env = make_env(config)
+    strategy = get_strategy("typiclust")
+    _, state = env.reset(jax.random.key(0), params)
+    cluster = strategy.init(jax.random.key(1), env.context(state, params))
+
+    @jax.jit
+    def step(key, state):
+        k_score, k_select, k_env = jax.random.split(key, 3)
+        obs = env.observe(state, params)
+        scores, _ = strategy.score(k_score, obs, env.context(state, params), cluster)
+        action = select(scores, obs.action_mask, k_select)
+        _, after, _, _, _, info = env.step_env(k_env, state, action, params)
+        return after, info
+
+    states, picks, refits = [state], [], []
+    for t in range(config.budget):
+        state, info = step(jax.random.key(10 + t), state)
+        states.append(state)
+        picks.append(int(info["pool_index"]))
+        refits.append(bool(info["refit"]))
+    return np.asarray(cluster), states, picks, refits
+
+
+def test_typiclust_spreads_a_batch_rounds_picks_over_the_largest_unlabelled_clusters():
+    # 10 far-apart blobs of distinct sizes: k-means with budget = 10 clusters finds the blobs
+    rng = np.random.default_rng(5)
+    sizes = np.array([30, 27, 24, 21, 18, 15, 12, 10, 8, 6])
+    centres = rng.normal(size=(10, 4)) * 40
+    X = np.concatenate([c + rng.normal(size=(m, 4)) for c, m in zip(centres, sizes, strict=True)])
+    y = (np.repeat(np.arange(10), sizes) % 2).astype(np.int32)
+    split = make_split(
+        Task("blobs", X, y, ("a", "b"), "test"), 0, max_pool=131, max_val=20, max_test=20
+    )
+    params = make_params(pad_split(split))
+    b = 4
+    config = EnvConfig(budget=10, n_initial=3, n_candidates=None, probe_size=8, query_batch=b)
+    cluster, states, picks, refits = _typiclust_rounds(config, params)
+    n = len(split.pool_y)
+    pool = split.pool_X
+
+    # the clusters: an independent k-means (scikit-learn, 10 restarts) of the pool into budget
+    # clusters gives the same partition
+    theirs = KMeans(config.budget, n_init=10, random_state=0).fit_predict(pool)
+    ours = cluster[:n]
+    assert len(set(ours.tolist())) == config.budget
+    pairs = set(zip(ours.tolist(), theirs.tolist(), strict=True))
+    assert len(pairs) == config.budget  # a bijection between the two labellings
+
+    # every pick: the most typical row (numpy pool density) of the cluster with the fewest
+    # labels (the round's earlier picks included), ties to the largest; the whole pool is offered
+    density = pool_density(pool)
+    size = np.bincount(ours, minlength=config.budget)
+    for t, pick in enumerate(picks):
+        labeled = np.asarray(states[t].labeled)[:n]
+        labels = np.bincount(ours[labeled], minlength=config.budget)
+        open_ = np.bincount(ours[~labeled], minlength=config.budget) > 0
+        key = np.where(open_, labels * (n + 1) - size, np.iinfo(np.int64).max)
+        targets = np.flatnonzero(key == key.min())  # equal sizes tie: any of them
+        assert ours[pick] in targets, t
+        members = np.flatnonzero((ours == ours[pick]) & ~labeled)
+        assert pick == members[np.argmax(density[members])], t
+
+    # hence the b picks of a round go to b distinct clusters, the largest ones without a label
+    assert refits == [(t + 1) % b == 0 or t + 1 == config.budget for t in range(config.budget)]
+    initial = np.asarray(states[0].labeled_idx)[: config.n_initial]
+    unlabelled = np.setdiff1d(np.arange(config.budget), ours[initial])
+    by_size = np.sort(size[unlabelled])[::-1]
+    assert len(unlabelled) >= b + 1  # enough for the first round and part of the second
+    rounds = [picks[:b], picks[b : 2 * b], picks[2 * b :]]
+    for r in rounds:
+        assert len(set(ours[r].tolist())) == len(r)  # distinct clusters within every round
+    np.testing.assert_array_equal(size[ours[rounds[0]]], by_size[:b])
+    rest = min(len(unlabelled) - b, b)  # the second round takes the uncovered rest first
+    np.testing.assert_array_equal(size[ours[rounds[1][:rest]]], by_size[b : b + rest])
+    covered = np.concatenate([ours[initial], ours[picks]])
+    assert len(set(covered.tolist())) == config.budget  # every cluster got a label
