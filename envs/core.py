@@ -151,6 +151,9 @@ class EnvState:
     val_score: jnp.ndarray
     initial_val_score: jnp.ndarray
     dist_labeled: jnp.ndarray  # (N,) distance of every pool row to the labelled set
+    # (N,) distance of every pool row to the nearest pick of the current batch round: inf
+    # while the round has none (at reset, right after every refit, always with query_batch 1)
+    dist_round: jnp.ndarray
     class_counts: jnp.ndarray  # (K,) labels revealed per class
     probe: jnp.ndarray  # (probe_size,) pool indices
     candidates: jnp.ndarray  # (C,) pool indices
@@ -328,6 +331,16 @@ class ActiveLearningEnv:
         XT = params.pool_XT
         return jnp.sqrt(features.squared_distances(XT, XT[:, i]))
 
+    def _round_progress(self, step: jnp.ndarray) -> jnp.ndarray:
+        """Picks made since the last refit / query_batch: 0 at reset and after every refit.
+
+        Rounds end after every query_batch-th pick and after the last one (`step_env`),
+        so the short last round ends at the budget too.
+        """
+        b = self.config.query_batch
+        in_round = jnp.where(step >= self.config.budget, 0, step % b)
+        return (in_round / b).astype(jnp.float32)
+
     def observe(self, state: EnvState, params: EnvParams) -> Observation:
         """The observation of `state` (a pure function of state and params)."""
         task = params.task
@@ -351,6 +364,8 @@ class ActiveLearningEnv:
             labeled_fraction=state.n_labeled / n_pool,
             val_score=state.val_score,
             val_gain_so_far=state.val_score - state.initial_val_score,
+            cand_dist_round=state.dist_round[state.candidates],
+            round_progress=self._round_progress(state.step),
         )
         return features.observation(inputs, self.features)
 
@@ -474,6 +489,7 @@ class ActiveLearningEnv:
             val_score=val,
             initial_val_score=val,
             dist_labeled=jnp.min(dist, axis=0),
+            dist_round=jnp.full(n, jnp.inf, task.pool_X.dtype),
             class_counts=jnp.zeros(k, jnp.float32).at[task.pool_y[init_idx]].add(1.0),
             probe=probe,
             candidates=candidates,
@@ -490,7 +506,9 @@ class ActiveLearningEnv:
         a round, after every b-th pick and after the last: in between the
         learner, the validation score and the class counts stay as they were
         (the labels are not back yet), the reward is 0 (`gain`) and only the
-        set features move (the pick joins the labelled set's distances).
+        set features move (the pick joins the labelled set's distances and the
+        round's: `dist_round`, read by the `round_similarity` and
+        `round_progress` candidate features).
         """
         return self._step(key, state, action, params, force_refit=False)
 
@@ -531,7 +549,13 @@ class ActiveLearningEnv:
         # an unchanged learner scores exactly its previous validation accuracy
         val = self.accuracy(learner, task.val_X, task.val_y, task.val_mask, task.class_mask)
         test = self.test_accuracy(learner, task)
-        new_dist = jnp.minimum(state.dist_labeled, self._distance_to(params, idx))
+        dist_pick = self._distance_to(params, idx)
+        new_dist = jnp.minimum(state.dist_labeled, dist_pick)
+        if cfg.query_batch == 1:
+            dist_round = state.dist_round  # every round is one pick: never any earlier pick
+        else:  # the pick joins its round, unless it ends the round: the next one starts empty
+            in_round = jnp.where(valid, jnp.minimum(state.dist_round, dist_pick), state.dist_round)
+            dist_round = jnp.where(update, jnp.inf, in_round)
         if cfg.reward == "gain":
             reward = val - state.val_score
         else:
@@ -550,6 +574,7 @@ class ActiveLearningEnv:
             val_score=val,
             initial_val_score=state.initial_val_score,
             dist_labeled=jnp.where(valid, new_dist, state.dist_labeled),
+            dist_round=dist_round,
             class_counts=self._class_counts(
                 state, update, labeled_y, n_labeled, task.pool_y[idx], valid
             ),

@@ -50,6 +50,9 @@ class StepInputs:
     labeled_fraction: jnp.ndarray  # () labelled rows / pool rows
     val_score: jnp.ndarray  # () current validation accuracy
     val_gain_so_far: jnp.ndarray  # () validation accuracy minus its initial value
+    # the current batch round (`EnvConfig.query_batch`): the picks made since the last refit
+    cand_dist_round: jnp.ndarray  # (C,) distance to the nearest pick of this round; inf: none
+    round_progress: jnp.ndarray  # () picks made so far in this round / query_batch, in [0, 1)
 
     @property
     def cand_probs(self) -> jnp.ndarray:
@@ -107,6 +110,15 @@ def _disagreement(s: StepInputs) -> jnp.ndarray:
     return mutual_information(s.cand_member_probs, s.class_mask)
 
 
+def _round_similarity(s: StepInputs) -> jnp.ndarray:
+    # exp(-inf) = 0: a round without picks yet (and every step when query_batch = 1)
+    return jnp.exp(-jnp.square(s.cand_dist_round) / s.n_features)
+
+
+def _round_progress(s: StepInputs) -> jnp.ndarray:
+    return jnp.broadcast_to(jnp.asarray(s.round_progress, jnp.float32), s.cand_mask.shape)
+
+
 #: The candidate-feature table, in column order (`register_feature` appends to it).
 FEATURES: dict[str, CandidateFeature] = {
     f.name: f
@@ -157,8 +169,30 @@ FEATURES: dict[str, CandidateFeature] = {
             1.0,
             doc="ensemble mutual information (BALD) / log K; 0 for single models",
         ),
+        CandidateFeature(
+            "round_similarity",
+            _round_similarity,
+            0.0,
+            1.0,
+            doc="exp(-d^2 / D), d the distance to the nearest pick of this batch round; "
+            "0 while the round has no picks (always with query_batch 1)",
+        ),
+        CandidateFeature(
+            "round_progress",
+            _round_progress,
+            0.0,
+            1.0,
+            zscore=False,
+            rank=False,
+            doc="picks made so far in this batch round / query_batch (the same for every "
+            "candidate; always 0 with query_batch 1)",
+        ),
     )
 }
+
+#: The candidate features of the table before the batch-round ones: the columns of policy
+#: files that name none (`LEGACY_CANDIDATE_FEATURES`).
+_LEGACY_BUILTINS = tuple(FEATURES)[:8]
 
 
 def register_feature(feature: CandidateFeature) -> None:
@@ -187,7 +221,11 @@ def unregister_feature(name: str) -> None:
 
 def candidate_feature_names() -> tuple[str, ...]:
     """The candidate columns of the current table: raw features, z-scores, then ranks."""
-    table = FEATURES.values()
+    return _columns(FEATURES.values())
+
+
+def _columns(table) -> tuple[str, ...]:
+    table = tuple(table)
     return (
         tuple(f.name for f in table)
         + tuple(f"z_{f.name}" for f in table if f.zscore)
@@ -229,9 +267,13 @@ def column_bounds(names: tuple[str, ...], c: int) -> tuple[np.ndarray, np.ndarra
     return np.float32(low), np.float32(high)
 
 
-#: The built-in candidate columns (what policies saved before the feature table read).
+#: The built-in candidate features (`unregister_feature` keeps them).
 BUILTIN_FEATURES = tuple(FEATURES)
+#: The built-in candidate columns: what an env computes, and a new policy reads, by default.
 DEFAULT_CANDIDATE_FEATURES = candidate_feature_names()
+#: The columns a policy file without a feature list reads: the built-in ones before the
+#: batch-round features (`round_similarity`, `round_progress`) joined the table.
+LEGACY_CANDIDATE_FEATURES = _columns(FEATURES[f] for f in _LEGACY_BUILTINS)
 #: Pooled state features besides the sorted probe confidences, in order.
 STATE_SUMMARY = (
     "mean_entropy",

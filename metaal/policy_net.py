@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metaal.features import DEFAULT_CANDIDATE_FEATURES, Observation
+from metaal.features import DEFAULT_CANDIDATE_FEATURES, LEGACY_CANDIDATE_FEATURES, Observation
 
 Params = Any
 Apply = Callable[[Params, Observation], jnp.ndarray]
@@ -121,8 +121,12 @@ def policy_config(
 
 
 def trained_features(config: dict[str, Any]) -> tuple[str, ...]:
-    """The candidate columns a policy reads; files without the list read the built-in ones."""
-    return tuple(config.get("features", DEFAULT_CANDIDATE_FEATURES))
+    """The candidate columns a policy reads.
+
+    Files without the list were saved before it existed: they read the built-in columns of
+    then (`LEGACY_CANDIDATE_FEATURES`), not the ones added since.
+    """
+    return tuple(config.get("features", LEGACY_CANDIDATE_FEATURES))
 
 
 def candidate_scorer(config: dict[str, Any]) -> Apply:
@@ -147,9 +151,12 @@ def linear_scorer(config: dict[str, Any]) -> Apply:
 
 
 def linear_params(
-    weights: dict[str, float], names: Sequence[str] = DEFAULT_CANDIDATE_FEATURES
+    weights: dict[str, float], names: Sequence[str] = LEGACY_CANDIDATE_FEATURES
 ) -> Params:
-    """Params of `linear_scorer` over the columns `names` from weights by column name."""
+    """Params of `linear_scorer` over the columns `names` from weights by column name.
+
+    The default `names` are what `linear_scorer` reads from a config without a feature list.
+    """
     unknown = set(weights) - set(names)
     if unknown:
         raise ValueError(f"unknown candidate features {sorted(unknown)}; known: {', '.join(names)}")

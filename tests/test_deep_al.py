@@ -1,6 +1,7 @@
 """The deep-AL regime: batch rounds, cold starts, ProbCover and DropQuery against brute force."""
 
 import dataclasses
+import functools
 import warnings
 
 import jax
@@ -8,14 +9,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from skactiveml.pool import ProbCover
+from sklearn.cluster import KMeans
 from test_strategies import make_ctx, obs_for
 
 from metaal.data import Task, make_split, pad_split
 from metaal.data.synthetic import make_synthetic_task
 from metaal.envs.core import ActiveLearningEnv, EnvConfig, make_params
+from metaal.experiments.benchmarks.reference_env import pool_density
 from metaal.learners import make_learner
+from metaal.policy_net import LINEAR_SCORER, linear_params, linear_scorer
+from metaal.strategies import get_strategy, select
+from metaal.strategies.adapter import standardise
 from metaal.strategies.distribution import _probcover, purity_radius
 from metaal.strategies.hybrid import DROPQUERY_DRAWS, DROPQUERY_RATE, dropout_inconsistency
+from metaal.strategies.learned import LearnedStrategy
 
 CONFIG = EnvConfig(budget=10, n_initial=3, n_candidates=16, probe_size=8)
 
@@ -26,15 +33,29 @@ def params():
     return make_params(pad_split(make_split(task, 0, max_pool=150, max_val=60, max_test=60)))
 
 
-def run(config, params, seed=0):
-    env = ActiveLearningEnv(config)
+@functools.cache
+def make_env(config):
+    """One env per config, so tests of one config share its compiled reset and step."""
+    return ActiveLearningEnv(config)
+
+
+def run(config, params, seed=0, observations=None):
+    """The episode's (state before, state after, reward, info) per step; the last valid pick.
+
+    `observations`, a list, receives the observation at reset and after every step.
+    """
+    env = make_env(config)
     obs, state = env.reset(jax.random.key(seed), params)
     steps = []
     for t in range(config.budget):
+        if observations is not None:
+            observations.append(obs)
         before = state
         action = jnp.argmax(jnp.where(obs.action_mask, jnp.arange(obs.action_mask.shape[0]), -1))
         obs, state, reward, term, _, info = env.step(jax.random.key(100 + t), state, action, params)
         steps.append((before, state, float(reward), info))
+    if observations is not None:
+        observations.append(obs)
     return steps
 
 
@@ -65,9 +86,80 @@ def test_batch_rounds_refit_and_reward_once_per_round_and_rewards_telescope(para
             )
 
 
+def test_round_features_follow_the_picks_of_the_current_round_by_brute_force(params):
+    b = 4
+    config = dataclasses.replace(CONFIG, query_batch=b)
+    observations = []
+    steps = run(config, params, observations=observations)
+    X = np.asarray(params.task.pool_X)
+    d = int(np.sum(params.task.feature_mask))
+    picks = [int(info["pool_index"]) for _, _, _, info in steps]
+    refits = [bool(info["refit"]) for _, _, _, info in steps]
+    # after s picks: the picks since the last refit (rounds end every b picks and at the budget)
+    assert refits == [(t + 1) % b == 0 or t + 1 == CONFIG.budget for t in range(CONFIG.budget)]
+    progress = []
+    for s, obs in enumerate(observations):
+        state = steps[s - 1][1] if s else steps[0][0]
+        start = max((t + 1 for t in range(s) if refits[t]), default=0)
+        round_picks = picks[start:s]
+        mask = np.asarray(obs.action_mask)
+        cand = np.asarray(state.candidates)
+        if round_picks:
+            sq = ((X[:, None] - X[round_picks][None]) ** 2).sum(-1).min(axis=1)
+            np.testing.assert_allclose(np.asarray(state.dist_round), np.sqrt(sq), atol=1e-4)
+            expect = np.exp(-sq[cand] / d)
+        else:  # a round without picks yet: right after reset and after every refit
+            assert np.all(np.isinf(np.asarray(state.dist_round)))
+            expect = np.zeros(len(cand))
+        similarity = np.asarray(obs.column("round_similarity"))
+        np.testing.assert_allclose(similarity[mask], expect[mask], rtol=1e-4, atol=1e-6)
+        assert np.all(similarity[~mask] == 0.0)
+        values = set(np.asarray(obs.column("round_progress"))[mask].tolist())
+        assert len(values) == 1  # the same for every candidate
+        progress.append(values.pop())
+    assert progress == [0.0, 0.25, 0.5, 0.75, 0.0, 0.25, 0.5, 0.75, 0.0, 0.25, 0.0]
+    assert max(observations[2].column("round_similarity")) > 0  # the round's picks are seen
+    assert "z_round_similarity" in observations[0].features
+    assert "rank_round_similarity" in observations[0].features
+
+
+def test_query_fills_the_round_features_with_the_earlier_picks_of_its_batch():
+    # a linear policy reading only the round columns: its utilities are the features
+    names = ("round_similarity", "round_progress")
+    config = {"scorer": LINEAR_SCORER, "probe_size": 8, "features": list(names)}
+    weights = {"round_similarity": -1.0, "round_progress": 1.0}
+    policy = LearnedStrategy(linear_scorer(config), linear_params(weights, names), config)
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(40, 3))
+    y = np.full(40, np.nan)
+    y[:6] = [0, 1, 2, 0, 1, 2]
+    batch = 4
+    picks, utilities = policy.query(X, y, batch_size=batch, return_utilities=True)
+    Xs = np.asarray(standardise(X))
+    free = np.isnan(y)
+    for b in range(batch):
+        if b:
+            sq = ((Xs[:, None] - Xs[picks[:b]][None]) ** 2).sum(-1).min(axis=1)
+            similarity = np.exp(-sq / X.shape[1])
+        else:  # the batch has no pick yet
+            similarity = np.zeros(len(X))
+        selectable = free.copy()
+        selectable[picks[:b]] = False
+        np.testing.assert_allclose(
+            utilities[b][selectable], b / batch - similarity[selectable], rtol=1e-4, atol=1e-5
+        )
+        assert np.all(np.isnan(utilities[b][~selectable]))
+    assert len(set(picks.tolist())) == batch
+
+
 def test_query_batch_one_refits_every_step(params):
-    steps = run(CONFIG, params)
+    observations = []
+    steps = run(CONFIG, params, observations=observations)
     assert all(bool(info["refit"]) for _, _, _, info in steps)
+    for obs in observations:  # every round is one pick: no earlier pick, no progress
+        assert np.all(np.asarray(obs.column("round_similarity")) == 0.0)
+        assert np.all(np.asarray(obs.column("round_progress")) == 0.0)
+    assert all(np.all(np.isinf(np.asarray(after.dist_round))) for _, after, _, _ in steps)
     assert sum(r for _, _, r, _ in steps) == pytest.approx(
         float(steps[-1][1].val_score) - float(steps[0][0].val_score), abs=1e-6
     )
@@ -213,3 +305,86 @@ def test_evaluates_init_flag_names_the_method_and_points_a_size_to_n_initial():
         _init_method("5")
     with pytest.raises(argparse.ArgumentTypeError, match="choose one of stratified, random"):
         _init_method("kmeans")
+
+
+# --- TypiClust inside batch rounds ---------------------------------------------------------
+
+
+def _typiclust_rounds(config, params):
+    """Picks of TypiClust run in the env (as `metaal evaluate` runs it) and its clusters."""
+    env = make_env(config)
+    strategy = get_strategy("typiclust")
+    _, state = env.reset(jax.random.key(0), params)
+    cluster = strategy.init(jax.random.key(1), env.context(state, params))
+
+    @jax.jit
+    def step(key, state):
+        k_score, k_select, k_env = jax.random.split(key, 3)
+        obs = env.observe(state, params)
+        scores, _ = strategy.score(k_score, obs, env.context(state, params), cluster)
+        action = select(scores, obs.action_mask, k_select)
+        _, after, _, _, _, info = env.step_env(k_env, state, action, params)
+        return after, info
+
+    states, picks, refits = [state], [], []
+    for t in range(config.budget):
+        state, info = step(jax.random.key(10 + t), state)
+        states.append(state)
+        picks.append(int(info["pool_index"]))
+        refits.append(bool(info["refit"]))
+    return np.asarray(cluster), states, picks, refits
+
+
+def test_typiclust_spreads_a_batch_rounds_picks_over_the_largest_unlabelled_clusters():
+    # 10 far-apart blobs of distinct sizes: k-means with budget = 10 clusters finds the blobs
+    rng = np.random.default_rng(5)
+    sizes = np.array([30, 27, 24, 21, 18, 15, 12, 10, 8, 6])
+    centres = rng.normal(size=(10, 4)) * 40
+    X = np.concatenate([c + rng.normal(size=(m, 4)) for c, m in zip(centres, sizes, strict=True)])
+    y = (np.repeat(np.arange(10), sizes) % 2).astype(np.int32)
+    split = make_split(
+        Task("blobs", X, y, ("a", "b"), "test"), 0, max_pool=131, max_val=20, max_test=20
+    )
+    params = make_params(pad_split(split))
+    b = 4
+    config = EnvConfig(budget=10, n_initial=3, n_candidates=None, probe_size=8, query_batch=b)
+    cluster, states, picks, refits = _typiclust_rounds(config, params)
+    n = len(split.pool_y)
+    pool = split.pool_X
+
+    # the clusters: an independent k-means (scikit-learn, 10 restarts) of the pool into budget
+    # clusters gives the same partition
+    theirs = KMeans(config.budget, n_init=10, random_state=0).fit_predict(pool)
+    ours = cluster[:n]
+    assert len(set(ours.tolist())) == config.budget
+    pairs = set(zip(ours.tolist(), theirs.tolist(), strict=True))
+    assert len(pairs) == config.budget  # a bijection between the two labellings
+
+    # every pick: the most typical row (numpy pool density) of the cluster with the fewest
+    # labels (the round's earlier picks included), ties to the largest; the whole pool is offered
+    density = pool_density(pool)
+    size = np.bincount(ours, minlength=config.budget)
+    for t, pick in enumerate(picks):
+        labeled = np.asarray(states[t].labeled)[:n]
+        labels = np.bincount(ours[labeled], minlength=config.budget)
+        open_ = np.bincount(ours[~labeled], minlength=config.budget) > 0
+        key = np.where(open_, labels * (n + 1) - size, np.iinfo(np.int64).max)
+        targets = np.flatnonzero(key == key.min())  # equal sizes tie: any of them
+        assert ours[pick] in targets, t
+        members = np.flatnonzero((ours == ours[pick]) & ~labeled)
+        assert pick == members[np.argmax(density[members])], t
+
+    # hence the b picks of a round go to b distinct clusters, the largest ones without a label
+    assert refits == [(t + 1) % b == 0 or t + 1 == config.budget for t in range(config.budget)]
+    initial = np.asarray(states[0].labeled_idx)[: config.n_initial]
+    unlabelled = np.setdiff1d(np.arange(config.budget), ours[initial])
+    by_size = np.sort(size[unlabelled])[::-1]
+    assert len(unlabelled) >= b + 1  # enough for the first round and part of the second
+    rounds = [picks[:b], picks[b : 2 * b], picks[2 * b :]]
+    for r in rounds:
+        assert len(set(ours[r].tolist())) == len(r)  # distinct clusters within every round
+    np.testing.assert_array_equal(size[ours[rounds[0]]], by_size[:b])
+    rest = min(len(unlabelled) - b, b)  # the second round takes the uncovered rest first
+    np.testing.assert_array_equal(size[ours[rounds[1][:rest]]], by_size[b : b + rest])
+    covered = np.concatenate([ours[initial], ours[picks]])
+    assert len(set(covered.tolist())) == config.budget  # every cluster got a label

@@ -13,6 +13,7 @@ from sklearn.metrics import pairwise_distances
 from metaal import features
 from metaal.data import load_task, make_split, pad_split
 from metaal.envs.core import ActiveLearningEnv, EnvConfig, make_params
+from metaal.policy_net import trained_features
 from metaal.strategies.learned import LearnedStrategy
 
 
@@ -48,12 +49,20 @@ def test_env_distance_to_the_labelled_set_matches_a_brute_force():
 
 def test_the_feature_table_drives_the_columns_and_their_bounds():
     names = features.candidate_feature_names()
-    assert names == features.DEFAULT_CANDIDATE_FEATURES and len(names) == 22
-    assert names[:8] == features.BUILTIN_FEATURES
+    assert names == features.DEFAULT_CANDIDATE_FEATURES and len(names) == 26
+    assert names[:10] == features.BUILTIN_FEATURES
+    assert features.BUILTIN_FEATURES[-2:] == ("round_similarity", "round_progress")
     assert [n for n in names if n.startswith("rank_")] == [
         "rank_entropy", "rank_margin", "rank_dist_labeled", "rank_density", "rank_egl",
-        "rank_disagreement",
+        "rank_disagreement", "rank_round_similarity",
     ]  # fmt: skip
+    assert "z_round_progress" not in names and "rank_round_progress" not in names
+    # policy files without a feature list read the 22 columns of the table before the round
+    # features, in their order of then
+    legacy = features.LEGACY_CANDIDATE_FEATURES
+    assert len(legacy) == 22 and set(legacy) < set(names)
+    assert not any("round" in n for n in legacy)
+    assert trained_features({}) == legacy
     low, high = features.column_bounds(names, 17)
     assert high[names.index("dist_labeled")] == np.inf and low[names.index("egl")] == 0.0
     assert high[names.index("z_margin")] == np.float32(np.sqrt(17))
@@ -93,7 +102,9 @@ def test_registering_a_feature_leaves_the_default_policy_scoring_exactly_as_befo
 
     picks, utilities = _query_default(X, y)
     obs, scores = env_scores()
-    assert obs.features == policy.to_strategy().features
+    # the default policy reads the columns of the table it was trained with, which has grown since
+    assert policy.to_strategy().features == features.LEGACY_CANDIDATE_FEATURES
+    assert obs.features == features.DEFAULT_CANDIDATE_FEATURES
     feature = features.CandidateFeature(
         "sq_dist", lambda s: s.cand_dist_labeled**2, 0.0, np.inf, rank=False
     )

@@ -5,7 +5,8 @@ shape): one episode at a time, a scikit-learn `LogisticRegression` refitted
 (warm start) after every label, validation and test accuracy recomputed, and
 the same candidate and state features as `metaal.features` computed in numpy
 (entropy, margin, least confidence, distance to the labelled set, pool
-density, expected gradient length, class share, z-scores and ranks; sorted
+density, expected gradient length, class share, the batch-round features,
+z-scores and ranks; sorted
 probe confidences and summary statistics for the state).
 """
 
@@ -111,7 +112,7 @@ class ReferenceEnv:
         return self.observe()
 
     def observe(self) -> dict[str, np.ndarray]:
-        """Candidate features (C, 22: `COLUMNS`) and the state vector, as in `metaal.features`."""
+        """Candidate features (C, len(COLUMNS)) and the state vector, as in `metaal.features`."""
         s = self.split
         X = s.pool_X[self.candidates]
         probs = self._proba(X)
@@ -130,6 +131,10 @@ class ReferenceEnv:
             "egl": egl,
             "class_share": share[probs.argmax(1)],
             "disagreement": np.zeros(len(X)),
+            # every round is one pick (a refit after every label, query_batch 1): no earlier
+            # pick in the round, exp(-inf) = 0, and no progress through it
+            "round_similarity": np.zeros(len(X)),
+            "round_progress": np.zeros(len(X)),
         }
         form = {"raw": lambda f: f, "z": _zscore, "rank": _rank}
         cols = [form[kind](base[f]) for kind, f in map(features.parse_column, COLUMNS)]

@@ -301,6 +301,8 @@ class QueryStrategy:
         counts = jnp.asarray(np.bincount(labels[labels >= 0], minlength=k), jnp.float32)
         picks = np.zeros(batch_size, int)
         utilities = np.full((batch_size, n), np.nan)
+        # this batch is the round of the env's `query_batch`: its earlier picks are the round's
+        dist_round = jnp.full(n, jnp.inf)
         for b in range(batch_size):
             mask = jnp.asarray(selectable)
             finite_dist = jnp.where(jnp.isfinite(dist), dist, 0.0)
@@ -320,6 +322,8 @@ class QueryStrategy:
                     labeled_fraction=jnp.float32(n_labelled / n),
                     val_score=jnp.float32(val),
                     val_gain_so_far=jnp.float32(val - episode["initial_val"]),
+                    cand_dist_round=dist_round,
+                    round_progress=jnp.float32(b / batch_size),
                 )
                 names = self.strategy.features or features.candidate_feature_names()
                 obs = _observation(inputs, names)
@@ -356,7 +360,9 @@ class QueryStrategy:
             labelled_now[pick] = True
             order[n_labelled] = pick
             n_labelled += 1
-            dist = jnp.minimum(dist, _distances(Xs, jnp.asarray([pick]))[:, 0])
+            dist_pick = _distances(Xs, jnp.asarray([pick]))[:, 0]
+            dist = jnp.minimum(dist, dist_pick)
+            dist_round = jnp.minimum(dist_round, dist_pick)
         episode["memory"] = memory
         return (picks, utilities) if return_utilities else picks
 

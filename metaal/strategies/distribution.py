@@ -11,7 +11,10 @@
   step queries the most typical candidate of the cluster with the fewest
   labels, ties to the largest cluster. Typicality is the pool density above
   (a kernel estimate of TypiClust's inverse mean distance to 20 nearest
-  neighbours, computed once per task instead of per cluster);
+  neighbours, computed once per task instead of per cluster). Coverage counts
+  picked rows, not revealed labels, so inside a batch round (`query_batch`)
+  the round's earlier picks count: its picks go to distinct clusters, the
+  largest uncovered ones first;
 - `probcover`: ProbCover (Yehuda et al. 2022): max coverage of the pool's
   delta-ball graph. Each step queries the candidate whose ball (itself
   included) holds the most pool rows not yet covered by a labelled row's
