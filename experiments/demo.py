@@ -25,6 +25,7 @@ from pathlib import Path
 
 from metaal import metrics, tracking
 from metaal.experiments import outputs
+from metaal.learners import LEARNERS
 
 DEFAULT_SEEDS = 20
 DEFAULT_BUDGET = 100
@@ -58,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument(
         "--learner",
         default="logreg",
-        help="the env's learner in training and evaluation: a name (logreg, mlp, ensemble) "
+        help=f"the env's learner in training and evaluation: a name ({', '.join(LEARNERS)}) "
         "with optional settings, name:key=value,... (default: logreg)",
     )
     parser.add_argument(

@@ -52,6 +52,7 @@ from metaal.data import Task, load_file, load_task, make_split, stack_splits, su
 from metaal.data.batch import TaskBatch
 from metaal.envs.core import INITS, ActiveLearningEnv, EnvConfig, check_fits, make_params
 from metaal.experiments import flags, outputs, report
+from metaal.learners import LEARNERS
 from metaal.strategies import (
     HEURISTICS,
     STRATEGIES,
@@ -539,7 +540,7 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument(
         "--learner",
         default=DEFAULT_LEARNER,
-        help="the env's learner: a name (logreg, mlp, ensemble) with optional settings, "
+        help=f"the env's learner: a name ({', '.join(LEARNERS)}) with optional settings, "
         "name:key=value,... e.g. mlp:hidden=64,weight_decay=0.001 (BALD always runs on "
         f"ensemble) (default: {DEFAULT_LEARNER})",
     )

@@ -65,9 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
         f"{SCORE_NOTE} (default: print only)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed for tie-breaking")
+    from metaal.learners import LEARNERS  # here: `metaal --help` need not import jax
+
     parser.add_argument(
         "--learner",
-        help="the learner fitted on the labelled rows: a name (logreg, mlp, ensemble) with "
+        help=f"the learner fitted on the labelled rows: a name ({', '.join(LEARNERS)}) with "
         "optional settings, name:key=value,... (default: the policy's training learner, "
         "logreg for heuristics)",
     )

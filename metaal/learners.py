@@ -153,16 +153,27 @@ def make_logreg(C: float = 1.0, steps: int = 10, power_iters: int = 2) -> Learne
 
 
 class MLP(nn.Module):
-    """One hidden tanh layer; the classifier of the `mlp` learner."""
+    """One hidden tanh layer; the classifier of the `mlp` learner (`features` then `head`)."""
 
     hidden: int
     n_classes: int
 
-    @nn.compact
+    def setup(self) -> None:
+        """The two layers."""
+        self.body = nn.Dense(self.hidden, name="Dense_0")
+        self.head = nn.Dense(self.n_classes, kernel_init=nn.initializers.zeros, name="Dense_1")
+
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         """Logits for `x`."""
-        x = nn.tanh(nn.Dense(self.hidden)(x))
-        return nn.Dense(self.n_classes, kernel_init=nn.initializers.zeros)(x)
+        return self.head(self.features(x))
+
+    def features(self, x: jnp.ndarray) -> jnp.ndarray:
+        """The hidden layer's activations (what dropout acts on)."""
+        return nn.tanh(self.body(x))
+
+    def logits_of(self, h: jnp.ndarray) -> jnp.ndarray:
+        """Logits from hidden activations `h`."""
+        return self.head(h)
 
 
 def _is_first_kernel(path) -> bool:
@@ -170,13 +181,43 @@ def _is_first_kernel(path) -> bool:
     return keys[-2:] == ["Dense_0", "kernel"]
 
 
+def _dropout_masks(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jnp.ndarray:
+    """Inverted-dropout multipliers: 0 with probability `rate`, else 1 / (1 - rate)."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+    return keep.astype(jnp.float32) / (1.0 - rate)
+
+
 def make_mlp(
-    hidden: int = 32, weight_decay: float = 1e-2, lr: float = 0.3, steps: int = 10
+    hidden: int = 32,
+    weight_decay: float = 1e-2,
+    lr: float = 0.3,
+    steps: int = 10,
+    dropout: float = 0.2,
+    mc_samples: int = 8,
+    warm: bool = True,
 ) -> Learner:
-    """A one-hidden-layer MLP fitted by full-batch gradient descent with momentum (warm start)."""
+    """A one-hidden-layer MLP head fitted by full-batch gradient descent with momentum.
+
+    - `dropout`: rate on the hidden layer in training (a fresh mask per optimiser
+      step) and, with `mc_samples` > 0, in prediction: MC dropout (Gal and
+      Ghahramani 2016). `member_proba` gives the `mc_samples` dropout draws
+      (BALD's disagreement, DropQuery), `predict_proba` their mean. The draws
+      come from a key fixed at init, so predictions are deterministic, and act
+      on the hidden layer only, so a draw costs a (n, hidden) x (hidden, K)
+      product, not a pass over the features. `mc_samples` 0 (or `dropout` 0)
+      predicts with the deterministic network.
+    - `warm`: refits start from the previous fit; False restarts every fit from
+      the initial weights (a cold refit).
+    - `steps` full-batch steps (epochs) per fit, `weight_decay` the L2 weight.
+    """
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"learner 'mlp': dropout must be in [0, 1), got {dropout}")
+    if mc_samples < 0:
+        raise ValueError(f"learner 'mlp': mc_samples must be >= 0, got {mc_samples}")
+    samples = mc_samples if dropout > 0 else 0
 
     def init(key, d, k, feature_mask=None):
-        params = MLP(hidden, k).init(key, jnp.zeros((1, d)))
+        net = MLP(hidden, k).init(key, jnp.zeros((1, d)))
         # LeCun-normal rows of the first layer drawn per feature index and scaled by the real
         # width, zero for padded features: a padded task starts from the unpadded weights
         mask = jnp.ones(d, bool) if feature_mask is None else feature_mask
@@ -184,34 +225,72 @@ def make_mlp(
             jnp.arange(d)
         )
         kernel = jnp.where(mask[:, None], rows, 0.0) / jnp.sqrt(jnp.maximum(jnp.sum(mask), 1))
-        return jax.tree_util.tree_map_with_path(
-            lambda path, x: kernel if _is_first_kernel(path) else x, params
+        net = jax.tree_util.tree_map_with_path(
+            lambda path, x: kernel if _is_first_kernel(path) else x, net
         )
+        params = {"net": net, "key": jax.random.key_data(jax.random.fold_in(key, 2**20))}
+        if not warm:
+            params["start"] = net
+        return params
 
-    def logits(params, X):
-        return MLP(hidden, params["params"]["Dense_1"]["bias"].shape[0]).apply(params, X)
+    def module(params):
+        return MLP(hidden, params["net"]["params"]["Dense_1"]["bias"].shape[0])
+
+    def hidden_of(params, X):
+        return module(params).apply(params["net"], X, method=MLP.features)
+
+    def head(params, h):
+        return module(params).apply(params["net"], h, method=MLP.logits_of)
+
+    def member_logits(params, X):
+        h = hidden_of(params, X)
+        if samples == 0:
+            return head(params, h)[None]
+        key = jax.random.wrap_key_data(params["key"])
+        masks = jax.vmap(lambda i: _dropout_masks(jax.random.fold_in(key, i), dropout, h.shape))(
+            jnp.arange(samples)
+        )
+        return jax.vmap(lambda m: head(params, h * m))(masks)
 
     def fit(params, X, y, weights, class_mask):
         n = jnp.maximum(jnp.sum(weights), 1.0)
+        key = jax.random.wrap_key_data(params["key"])
+        # a new dropout stream per fit, fixed by the labelled count: same data, same fit
+        key = jax.random.fold_in(key, jnp.sum(weights > 0))
 
-        def loss(p):
-            l2 = sum(jnp.sum(w**2) for w in jax.tree.leaves(p))
-            ce = _cross_entropy(logits(p, X), y, weights, class_mask) / n
-            return ce + 0.5 * weight_decay * l2
+        def loss(net, t):
+            l2 = sum(jnp.sum(w**2) for w in jax.tree.leaves(net))
+            h = module(params).apply(net, X, method=MLP.features)
+            if dropout > 0:
+                h = h * _dropout_masks(jax.random.fold_in(key, t), dropout, h.shape)
+            logits = module(params).apply(net, h, method=MLP.logits_of)
+            return _cross_entropy(logits, y, weights, class_mask) / n + 0.5 * weight_decay * l2
 
         grad = jax.grad(loss)
 
-        def step(carry, _):
-            p, vel = carry
-            g = grad(p)
+        def step(carry, t):
+            net, vel = carry
+            g = grad(net, t)
             vel = jax.tree.map(lambda v, gi: 0.9 * v - lr * gi, vel, g)
-            return (jax.tree.map(jnp.add, p, vel), vel), None
+            return (jax.tree.map(jnp.add, net, vel), vel), None
 
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        (params, _), _ = jax.lax.scan(step, (params, zeros), None, length=steps)
-        return params
+        net = params["net"] if warm else params["start"]
+        zeros = jax.tree.map(jnp.zeros_like, net)
+        (net, _), _ = jax.lax.scan(step, (net, zeros), jnp.arange(steps))
+        return {**params, "net": net}
 
-    return _single_model("mlp", init, fit, logits)
+    def member_proba(params, X, class_mask):
+        return jax.vmap(lambda z: _masked_softmax(z, class_mask))(member_logits(params, X))
+
+    def predict_proba(params, X, class_mask):
+        return member_proba(params, X, class_mask).mean(axis=0)
+
+    def predict(params, X, class_mask):
+        if samples == 0:
+            return _masked_argmax(member_logits(params, X)[0], class_mask)
+        return _masked_argmax(predict_proba(params, X, class_mask), class_mask)
+
+    return Learner("mlp", init, fit, predict_proba, member_proba, predict)
 
 
 # --- deep ensemble --------------------------------------------------------------------
@@ -229,7 +308,10 @@ def make_ensemble(
     `predict_proba` is the members' mean; `member_proba` feeds BALD-style
     disagreement features.
     """
-    inner = make_mlp(hidden=hidden, weight_decay=weight_decay, lr=lr, steps=steps)
+    # deterministic members: the ensemble's own disagreement is its uncertainty
+    inner = make_mlp(
+        hidden=hidden, weight_decay=weight_decay, lr=lr, steps=steps, dropout=0.0, mc_samples=0
+    )
 
     def init(key, d, k, feature_mask=None):
         keys = jax.random.split(key, members)

@@ -177,3 +177,55 @@ def test_fit_is_deterministic_and_probabilities_are_normalised(data, name):
 def test_unknown_learner_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown learner 'svm'.*ensemble"):
         make_learner("svm")
+
+
+# --- the MLP head: MC dropout, cold refits -------------------------------------------------
+
+
+def test_mc_dropout_draws_average_to_the_deterministic_network(data):
+    """Inverted dropout on the hidden layer keeps its mean: over many draws the mean logit
+    equals the logit of the network without dropout (the head is linear in the hidden
+    layer), and the draws disagree."""
+    X, y, w, k = data["X"], data["y"], data["w"], data["k"]
+    mask = jnp.ones(k, bool)
+    mc = make_learner("mlp", steps=30, dropout=0.3, mc_samples=4000)
+    params = mc.fit(mc.init(jax.random.key(0), X.shape[1], k), X, y, w, mask)
+    plain = make_learner("mlp", steps=30, dropout=0.3, mc_samples=0)
+    members = np.asarray(mc.member_proba(params, data["X_test"], mask))
+    assert members.shape == (4000, len(data["y_test"]), k)
+    np.testing.assert_allclose(
+        members.mean(0), mc.predict_proba(params, data["X_test"], mask), atol=1e-4
+    )
+    # logits of each draw from its probabilities (log p, up to a per-row constant)
+    logp = np.log(np.maximum(members, 1e-30))
+    draws = logp - logp.mean(axis=-1, keepdims=True)
+    exact = np.log(np.asarray(plain.predict_proba(params, data["X_test"], mask)))
+    exact -= exact.mean(axis=-1, keepdims=True)
+    standard_error = draws.std(0) / np.sqrt(len(draws))
+    assert (np.abs(draws.mean(0) - exact) <= 5 * standard_error + 1e-3).all()
+    assert members.std(0).max() > 0.01  # the draws disagree
+
+
+def test_cold_refits_forget_the_previous_fit_and_warm_ones_do_not(data):
+    X, y, w, k = data["X"], data["y"], data["w"], data["k"]
+    mask = jnp.ones(k, bool)
+    other_w = np.where(np.arange(len(w)) % 2 == 0, w, 0.0).astype(np.float32)
+    for warm in (False, True):
+        learner = make_learner("mlp", steps=20, warm=warm)
+        start = learner.init(jax.random.key(1), X.shape[1], k)
+        direct = learner.fit(start, X, y, w, mask)
+        after = learner.fit(learner.fit(start, X, y, other_w, mask), X, y, w, mask)
+        same = all(
+            np.array_equal(a, b)
+            for a, b in zip(jax.tree.leaves(direct), jax.tree.leaves(after), strict=True)
+        )
+        assert same == (not warm)
+
+
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [("mlp:dropout=1.0", "dropout must be in [0, 1)"), ("mlp:mc_samples=-1", "mc_samples")],
+)
+def test_bad_mlp_settings_are_clear_errors(spec, fragment):
+    with pytest.raises(ValueError, match=fragment.replace("[", r"\[").replace(")", r"\)")):
+        make_learner(spec)
