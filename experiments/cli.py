@@ -19,6 +19,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from metaal import compile_cache
+
 #: subcommand -> (module with add_arguments/main, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "datasets": (
@@ -69,6 +71,13 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         )
         if name == chosen:
             importlib.import_module(module).add_arguments(p, argv)
+        if name != "datasets":  # the commands that compile
+            p.add_argument(
+                "--compile-cache",
+                metavar="DIR",
+                help="JAX's persistent compilation cache folder, or 'off' (default: "
+                f"${compile_cache.ENV_VAR}, else {compile_cache.default_folder()})",
+            )
     return parser
 
 
@@ -77,6 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
+    if hasattr(args, "compile_cache"):
+        try:
+            compile_cache.enable(args.compile_cache)
+        except ValueError as err:
+            print(f"metaal {args.command}: error: {err}", file=sys.stderr)
+            return 2
     return int(module.main(args) or 0)
 
 

@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from metaal import atomic, metrics, tracking
@@ -248,21 +249,50 @@ def _compiled_runner(strategy: Strategy, config: EnvConfig):
     return jax.jit(jax.vmap(episode, in_axes=(0, 0, None)))
 
 
-def run_chunked(runner, keys: jax.Array, params, max_envs: int, strategy_params=None):
+def episode_mesh(devices: int | None = None) -> Mesh | None:
+    """A 1-D mesh over `devices` local devices (None: all) for the episode axis; None for one."""
+    local = jax.local_devices()
+    n = len(local) if devices is None else devices
+    if not 1 <= n <= len(local):
+        raise ValueError(
+            f"--devices {n}: this process sees {len(local)} device(s) "
+            f"({local[0].platform}); choose 1..{len(local)}"
+        )
+    return None if n == 1 else Mesh(np.array(local[:n]), ("episode",))
+
+
+def run_chunked(
+    runner, keys: jax.Array, params, max_envs: int, strategy_params=None, mesh: Mesh | None = None
+):
     """`runner(keys, params, strategy_params)` over at most `max_envs` episodes at a time.
 
     The last chunk is padded with copies of episode 0, so every call has the
-    same shapes and the runner compiles once (bounded memory).
+    same shapes and the runner compiles once (bounded memory). With a `mesh`,
+    each chunk's episodes are split over its devices (a chunk is padded to a
+    multiple of the device count); episodes are independent, so every
+    episode's numbers are the same on any number of devices.
     """
     n = keys.shape[0]
-    if n <= max_envs:
-        return runner(keys, params, strategy_params)
-    index = np.concatenate([np.arange(n), np.zeros(-n % max_envs, int)])
+    d = 1 if mesh is None else mesh.size
+    chunk = -(-min(max_envs, n) // d) * d
+    if chunk == n:
+        return runner(*_placed(mesh, keys, params), strategy_params)
+    index = np.concatenate([np.arange(n), np.zeros(-n % chunk, int)])
     outputs = [
-        runner(keys[rows], jax.tree.map(lambda a, rows=rows: a[rows], params), strategy_params)
-        for rows in np.split(index, len(index) // max_envs)
+        runner(
+            *_placed(mesh, keys[rows], jax.tree.map(lambda a, rows=rows: a[rows], params)),
+            strategy_params,
+        )
+        for rows in np.split(index, len(index) // chunk)
     ]
     return jax.tree.map(lambda *parts: jnp.concatenate(parts)[:n], *outputs)
+
+
+def _placed(mesh: Mesh | None, keys, params):
+    if mesh is None:
+        return keys, params
+    sharding = NamedSharding(mesh, PartitionSpec("episode"))
+    return jax.device_put((keys, params), sharding)
 
 
 def curves_frame(
@@ -294,6 +324,7 @@ def run_entries(
     params,
     max_envs: int = DEFAULT_MAX_ENVS,
     progress: bool = False,
+    mesh: Mesh | None = None,
 ) -> pd.DataFrame:
     """Results rows of every entry on the padded splits `params` (task-major, seeds `seeds`).
 
@@ -304,7 +335,7 @@ def run_entries(
     frames = []
     for entry in tqdm(entries, desc="strategies", unit="strategy", disable=not progress):
         runner = episode_runner(entry.strategy, entry.config)
-        acc, n_labeled = run_chunked(runner, keys, params, max_envs, entry.strategy.params)
+        acc, n_labeled = run_chunked(runner, keys, params, max_envs, entry.strategy.params, mesh)
         frames.append(
             curves_frame(names, seeds, entry.strategy.name, np.asarray(acc), np.asarray(n_labeled))
         )
@@ -339,6 +370,7 @@ def evaluate(
     query_batch: int | None = None,
     init: str | None = None,
     overwrite: bool = False,
+    devices: int | None = None,
 ) -> pd.DataFrame:
     """Run every strategy on every task and seed; write the outputs to `out_dir`; return results.
 
@@ -354,6 +386,8 @@ def evaluate(
     `metaal train` run. `shortlist` puts the policy behind margin's shortlist
     of that size (`LearnedStrategy.with_shortlist`; 0 lifts the policy's own).
     `drop` and `id_column` name columns of the files that are not features.
+    `devices` local devices share the episodes (None: all); results do not
+    depend on it.
 
     The env is `EnvConfig(budget, n_initial, n_candidates, learner, query_batch,
     init)` (defaults: budget 100, 5 initial labels, the whole pool as
@@ -393,6 +427,7 @@ def evaluate(
         if policy is None:
             raise ValueError("--shortlist restricts a learned policy; add --policy")
         policy = policy.with_shortlist(shortlist)
+    mesh = episode_mesh(devices)
     chosen = resolve_strategies(strategies, policy, policy_name)
     entries = make_entries(chosen, env)
     if out_dir is DEFAULT_OUT:
@@ -415,7 +450,7 @@ def evaluate(
         params = jax.jit(jax.vmap(make_params))(batch)
 
         started = time.perf_counter()
-        results = run_entries(entries, names, seeds, params, max_envs, progress)
+        results = run_entries(entries, names, seeds, params, max_envs, progress, mesh)
         elapsed = time.perf_counter() - started
 
         if out_dir is not None:
@@ -434,8 +469,85 @@ def evaluate(
                 "policy": policy_file,
                 "policy_shortlist": None if policy is None else policy.config.get("shortlist", 0),
                 "elapsed_seconds": elapsed,
+                "devices": 1 if mesh is None else mesh.size,
             }
             write_outputs(results, Path(out_dir), config, wandb_mode, wandb_project)
+    return results
+
+
+#: config.json entries that must agree for evaluations to be merged
+MERGE_KEYS = ("datasets", "seeds", "budget", "n_initial", "n_candidates", "split")
+#: EnvConfig fields that may differ between merged evaluations (BALD runs on its ensemble)
+MERGE_ENV_FREE = ("learner", "features")
+
+
+def merge_evaluations(
+    folders: Sequence[str | Path],
+    out_dir: str | Path,
+    wandb_mode: str = "offline",
+    wandb_project: str = WANDB_PROJECT,
+    overwrite: bool = False,
+) -> pd.DataFrame:
+    """One report of finished evaluations run on the same tasks, seeds and env; returns results.
+
+    Adding a strategy to an evaluation then costs only that strategy's runs. The
+    evaluations must agree on the data sets, seeds, budget, initial set, candidates,
+    split and every env setting but the learner (a strategy runs on its own learner);
+    a strategy in two of them is refused. Nothing is written before every folder is
+    checked.
+    """
+    if len(folders) < 2:
+        raise ValueError("--merge needs at least two evaluation folders")
+    configs, frames = [], []
+    for folder in map(Path, folders):
+        if not (folder / "results.csv").is_file() or not (folder / "config.json").is_file():
+            raise ValueError(
+                f"--merge {folder}: not a finished evaluation (no results.csv and config.json)"
+            )
+        configs.append(json.loads((folder / "config.json").read_text()))
+        frames.append(pd.read_csv(folder / "results.csv"))
+    first = configs[0]
+    for folder, config in zip(folders[1:], configs[1:], strict=True):
+        for key in MERGE_KEYS:
+            if config.get(key) != first.get(key):
+                raise ValueError(
+                    f"--merge {folder}: its {key} ({config.get(key)}) differs from "
+                    f"{folders[0]}'s ({first.get(key)}); merge evaluations of the same runs"
+                )
+        env_a, env_b = (
+            {k: v for k, v in c.get("env", {}).items() if k not in MERGE_ENV_FREE}
+            for c in (first, config)
+        )
+        if env_a != env_b:
+            diff = sorted(k for k in env_a.keys() | env_b.keys() if env_a.get(k) != env_b.get(k))
+            raise ValueError(
+                f"--merge {folder}: env settings {', '.join(diff)} differ from {folders[0]}'s"
+            )
+    seen: dict[str, Path] = {}
+    for folder, config in zip(map(Path, folders), configs, strict=True):
+        for name in config["strategies"]:
+            if name in seen:
+                raise ValueError(
+                    f"--merge: strategy {name!r} is in both {seen[name]} and {folder}; "
+                    "leave one folder out"
+                )
+            seen[name] = folder
+    merged = dict(first)
+    for key in ("strategies", "references"):
+        merged[key] = [n for c in configs for n in c.get(key, [])]
+    merged["learners"] = {k: v for c in configs for k, v in c.get("learners", {}).items()}
+    policies = [c.get("policy") for c in configs if c.get("policy")]
+    merged["policy"] = policies[0] if len(policies) == 1 else policies or None
+    merged["merged_from"] = [str(f) for f in folders]
+    merged["elapsed_seconds"] = sum(c.get("elapsed_seconds", 0.0) for c in configs)
+    results = pd.concat(frames, ignore_index=True)
+    with outputs.claim(
+        out_dir,
+        holds=RESULT_FILES,
+        fix="choose another --out, or pass --overwrite to replace them",
+        overwrite=overwrite,
+    ):
+        write_outputs(results, Path(out_dir), merged, wandb_mode, wandb_project)
     return results
 
 
@@ -493,6 +605,19 @@ def _init_method(text: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     """Add the `metaal evaluate` options to `parser`."""
+    parser.add_argument(
+        "--devices",
+        type=int,
+        help="local devices that share the episodes (default: all; results do not depend on it)",
+    )
+    parser.add_argument(
+        "--merge",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="merge finished evaluations of the same tasks, seeds and env into one report in "
+        "--out (repeatable; runs nothing)",
+    )
     data = parser.add_argument_group("data (at least one)")
     data.add_argument("--suite", help="task suite: heldout, train, synthetic[:N], a+b, or one name")
     data.add_argument(
@@ -595,6 +720,15 @@ ENV_FLAGS = {
 @outputs.command("evaluate")
 def main(args: argparse.Namespace) -> int:
     """Run `metaal evaluate` from parsed arguments; returns the exit code (2 on bad input)."""
+    if args.merge:
+        if not args.out:
+            raise ValueError("--merge writes the merged report to --out; add --out DIR")
+        results = merge_evaluations(
+            args.merge, args.out, args.wandb_mode, args.wandb_project, args.overwrite
+        )
+        print(report.mean_rank_table(metrics.summarise(results)))
+        print(f"results in {args.out}")
+        return 0
     if not args.suite and not args.data:
         raise ValueError("no data sets given; pass --suite NAME or --data FILE")
     if args.target and not args.data:
@@ -653,6 +787,7 @@ def main(args: argparse.Namespace) -> int:
         suite=suite,
         wandb_project=args.wandb_project,
         overwrite=args.overwrite,
+        devices=args.devices,
     )
     summary = metrics.summarise(results)
     print(report.mean_rank_table(summary))

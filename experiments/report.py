@@ -168,6 +168,31 @@ def plot_mean_ranks(summary: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def round_window_lines(results: pd.DataFrame, config: dict) -> list[str]:
+    """Report lines ranking the strategies over the first and the last 3 rounds (batch runs)."""
+    budget = config.get("budget")
+    b = config.get("env", {}).get("query_batch", 1)
+    if b <= 1 or not budget or budget // b < 6:
+        return []
+    columns = {}
+    for name, (first, last) in metrics.round_windows(budget, b).items():
+        window = metrics.window_summary(results, first, last)
+        ranks = metrics.mean_ranks(window)
+        aulc = window.groupby("strategy")["aulc_mean"].mean()
+        columns[f"rank, {name} (steps {first}..{last})"] = ranks
+        columns[f"AULC, {name}"] = aulc
+    table = pd.DataFrame(columns).sort_values(next(iter(columns)), kind="stable")
+    table.index.name = "strategy"
+    return [
+        f"## Early against late rounds (rounds of {b})",
+        "",
+        "Mean rank and mean AULC over the learning curve's first and last 3 rounds only.",
+        "",
+        markdown_table(table.round(4)),
+        "",
+    ]
+
+
 def write_report(
     results: pd.DataFrame, summary: pd.DataFrame, out: Path, config: dict
 ) -> dict[str, Path]:
@@ -209,6 +234,9 @@ def write_report(
         "",
         mean_rank_table(summary),
         "",
+    ]
+    lines += round_window_lines(results, config)
+    lines += [
         "## AULC per data set (mean ± std over seeds)",
         "",
         markdown_table(aulc_table(summary)),

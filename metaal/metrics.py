@@ -118,3 +118,29 @@ def win_tie_loss(results: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
         [(s, o, *c) for (s, o), c in counts.items()],
         columns=["strategy", "opponent", "wins", "ties", "losses"],
     )
+
+
+def round_windows(budget: int, query_batch: int, rounds: int = 3) -> dict[str, tuple[int, int]]:
+    """Step windows (first, last) of the first and the last `rounds` rounds of batch size b.
+
+    A window includes its ends, so the first one starts at the initial set (step 0) and
+    the last one ends at the budget; a last short round counts as a round.
+    """
+    ends = list(range(query_batch, budget, query_batch)) + [budget]
+    if len(ends) < 2 * rounds:
+        raise ValueError(
+            f"{len(ends)} round(s) of {query_batch} in a budget of {budget}: fewer than the "
+            f"{2 * rounds} that a first and a last {rounds} need"
+        )
+    return {
+        f"first {rounds} rounds": (0, ends[rounds - 1]),
+        f"last {rounds} rounds": (
+            ends[-rounds - 1],
+            budget,
+        ),
+    }
+
+
+def window_summary(results: pd.DataFrame, first: int, last: int) -> pd.DataFrame:
+    """`summarise` of the learning curves restricted to steps first..last (AULC over them)."""
+    return summarise(results[(results["step"] >= first) & (results["step"] <= last)])

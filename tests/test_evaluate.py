@@ -292,3 +292,70 @@ def test_run_name_follows_cleanrl():
     assert (
         tracking.run_name("heldout", "eval", 0, when=1700000000.5) == "heldout__eval__0__1700000000"
     )
+
+
+# --- merging evaluations; batch rounds in the report ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def batch_runs(csv_files, tmp_path_factory):
+    """Two evaluations of the same runs (rounds of 2, budget 12), one strategy each."""
+    root = tmp_path_factory.mktemp("merge")
+    argv = ["--data", csv_files[0], "--target", "label", "--seeds", "3", "--budget", "12"]
+    argv += ["--query-batch", "2", "--wandb-mode", "disabled"]
+    for name in ("margin", "random"):
+        assert evaluate.main(parse(argv + ["--strategies", name, "--out", str(root / name)])) == 0
+    return root, argv
+
+
+def test_merged_evaluation_equals_the_joint_one(batch_runs, capsys):
+    """Merging two single-strategy evaluations gives the joint evaluation's results and
+    report, including the early / late rounds table."""
+    root, argv = batch_runs
+    merged = ["--merge", str(root / "margin"), "--merge", str(root / "random")]
+    assert evaluate.main(parse(merged + ["--out", str(root / "merged")])) == 0
+    joint = argv + ["--strategies", "margin,random", "--out", str(root / "joint")]
+    assert evaluate.main(parse(joint)) == 0
+    key = ["strategy", "seed", "step"]
+    a = pd.read_csv(root / "merged" / "results.csv").sort_values(key).reset_index(drop=True)
+    b = pd.read_csv(root / "joint" / "results.csv").sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    report = (root / "merged" / "report.md").read_text()
+    assert "## Early against late rounds (rounds of 2)" in report
+    assert "first 3 rounds (steps 0..6)" in report and "last 3 rounds (steps 6..12)" in report
+    assert (
+        report.split("## Mean rank")[1]
+        == (root / "joint" / "report.md").read_text().split("## Mean rank")[1]
+    )
+    capsys.readouterr()
+
+
+def test_merge_refuses_other_runs_and_a_strategy_twice(batch_runs, csv_files, capsys):
+    root, argv = batch_runs
+    other = root / "other_seeds"
+    cfg = argv + ["--seeds", "2", "--strategies", "entropy", "--out", str(other)]
+    assert evaluate.main(parse(cfg)) == 0
+    cases = [
+        ([root / "margin", other], "its seeds ([0, 1]) differs"),
+        ([root / "margin", root / "margin"], "strategy 'margin' is in both"),
+        ([root / "margin", root / "nosuch"], "not a finished evaluation"),
+        ([root / "margin"], "at least two evaluation folders"),
+    ]
+    for folders, fragment in cases:
+        code = evaluate.main(
+            parse([a for f in folders for a in ("--merge", str(f))] + ["--out", str(root / "x")])
+        )
+        assert code == 2 and fragment in capsys.readouterr().err, fragment
+    assert not (root / "x").exists()  # refused before writing anything
+
+
+def test_round_windows_cover_the_first_and_last_rounds():
+    from metaal.metrics import round_windows
+
+    assert round_windows(200, 10) == {
+        "first 3 rounds": (0, 30),
+        "last 3 rounds": (170, 200),
+    }
+    assert round_windows(25, 4)["last 3 rounds"] == (16, 25)  # the short last round counts
+    with pytest.raises(ValueError, match="fewer than the 6"):
+        round_windows(10, 2 * 1 + 1)
