@@ -5,7 +5,9 @@ the `CandidateScorer`'s scores (masked candidates at -1e9, never sampled);
 the critic is the scorer's value head. One update collects `num_steps` steps
 from each of `num_envs` env slots (a random task of the suite at every
 reset), computes GAE advantages, and runs `update_epochs` epochs of
-clipped-surrogate minibatch steps with an entropy bonus.
+clipped-surrogate minibatch steps with an entropy bonus. Per-update metrics:
+the `losses/*` of the minibatch steps, `losses/explained_variance` of the
+rollout's values and `charts/learning_rate` (Adam's step size).
 
 Bootstrapping stops at `terminated` only: the env never truncates (the
 budget is part of the state), so the value after a terminal step is zero.
@@ -147,6 +149,28 @@ def compute_gae(
     return advantages, advantages + value
 
 
+def learning_rate(config: PPOConfig, count: jnp.ndarray) -> jnp.ndarray:
+    """Adam's step size after `count` minibatch steps: `lr`, decayed linearly per update.
+
+    With `anneal_lr` the rate is `lr * (1 - updates done / num_updates)`,
+    constant within an update (CleanRL's schedule); without it, `lr`.
+    """
+    if not config.anneal_lr:
+        return jnp.asarray(config.lr, jnp.float32)
+    done = count // (config.num_minibatches * config.update_epochs)
+    return config.lr * (1.0 - done / config.num_updates)
+
+
+def explained_variance(values: jnp.ndarray, returns: jnp.ndarray) -> jnp.ndarray:
+    """`1 - Var[returns - values] / Var[returns]` over all entries (CleanRL's definition).
+
+    1: the critic predicts the returns exactly; 0: no better than their mean;
+    negative: worse. NaN when the returns do not vary.
+    """
+    var = jnp.var(returns)
+    return jnp.where(var == 0, jnp.nan, 1.0 - jnp.var(returns - values) / var)
+
+
 def _apply(net: CandidateScorer, params: Any, obs: Observation):
     return net.apply(params, obs.state, obs.candidates, obs.action_mask)
 
@@ -163,13 +187,12 @@ def init(
     first = jax.tree.map(lambda x: x[0], envs.obs)
     params = net.init(k_net, first.state, first.candidates, first.action_mask)
 
-    def schedule(count):
-        done = count // (config.num_minibatches * config.update_epochs)
-        return config.lr * (1.0 - done / config.num_updates)
-
     tx = optax.chain(
         optax.clip_by_global_norm(config.max_grad_norm),
-        optax.adam(schedule if config.anneal_lr else config.lr, eps=1e-5),
+        optax.adam(
+            (lambda count: learning_rate(config, count)) if config.anneal_lr else config.lr,
+            eps=1e-5,
+        ),
     )
     train_state = TrainState.create(apply_fn=net.apply, params=params, tx=tx)
     # A typed step counter (not a weakly typed 0), so a restored runner has the same types.
@@ -255,6 +278,10 @@ def update(
 
     (train_state, key), aux = jax.lax.scan(epoch, (train_state, key), None, config.update_epochs)
     metrics = jax.tree.map(jnp.mean, aux)
+    # the step size of this update's minibatch steps, and how well the rollout's values
+    # predicted its returns (the GAE targets)
+    metrics["charts/learning_rate"] = learning_rate(config, runner.train_state.step)
+    metrics["losses/explained_variance"] = explained_variance(traj.value, targets)
     metrics.update(jax.tree.map(jnp.sum, stats))
     runner = PPORunner(train_state=train_state, envs=envs, key=key, update=runner.update + 1)
     return runner, metrics

@@ -8,7 +8,8 @@
    every deployable heuristic, with the (non-deployable) oracle as a
    reference shown apart;
 3. writes the run folder (policy, report, plots, CSVs), logs to W&B
-   (offline by default) and prints the summary table.
+   (offline by default; the training and evaluation runs share one group,
+   `--wandb-group` or the run folder's name) and prints the summary table.
 
 `metaal demo --quick` skips training and evaluates the shipped policy.
 Every input is checked, and the run folder claimed and locked
@@ -65,6 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument(
         "--wandb-mode", choices=tracking.MODES, default="offline", help="W&B logging mode"
     )
+    parser.add_argument(
+        "--wandb-group",
+        help="W&B group of the demo's training and evaluation runs (default: the run folder's "
+        "name)",
+    )
 
 
 def summary_table(results_csv: Path, learned: str = "learned") -> str:
@@ -118,6 +124,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     from metaal.strategies import HEURISTICS
 
     started = time.perf_counter()
+    group = args.wandb_group or out.resolve().name  # training and evaluation: one W&B group
     if args.quick:
         policy = "default"
         print("demo --quick: evaluating the shipped default policy", flush=True)
@@ -136,6 +143,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
             out / "train",
             wandb_mode=args.wandb_mode,
             command="metaal demo (training step)",
+            wandb_group=group,
         )
     print(
         f"demo 2/2: evaluating on the held-out suite ({args.seeds} seeds, budget {args.budget})",
@@ -154,6 +162,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         wandb_mode=args.wandb_mode,
         policy=policy,
         suite="heldout",
+        wandb_group=group,
     )
     print()
     print(summary_table(out / "eval" / "results.csv"))

@@ -371,6 +371,7 @@ def evaluate(
     init: str | None = None,
     overwrite: bool = False,
     devices: int | None = None,
+    wandb_group: str | None = None,
 ) -> pd.DataFrame:
     """Run every strategy on every task and seed; write the outputs to `out_dir`; return results.
 
@@ -394,6 +395,8 @@ def evaluate(
     candidates, `logreg`, one pick per round, a stratified start), or `env`
     itself, which then replaces those six arguments. `split` goes to
     `make_split` (e.g. `max_pool`, `max_features`; default: its defaults).
+    The W&B run (job type `evaluate`, tags `suite:` and `learner:`) joins
+    `wandb_group` if given (`write_outputs`).
     """
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seeds:
@@ -471,8 +474,17 @@ def evaluate(
                 "elapsed_seconds": elapsed,
                 "devices": 1 if mesh is None else mesh.size,
             }
-            write_outputs(results, Path(out_dir), config, wandb_mode, wandb_project)
+            write_outputs(
+                results, Path(out_dir), config, wandb_mode, wandb_project, wandb_group=wandb_group
+            )
     return results
+
+
+def wandb_tags(config: dict) -> list[str]:
+    """An evaluation's W&B tags: `suite:<suite>` and `learner:<the env's learner>`."""
+    tags = [f"suite:{config['suite']}"]
+    learner = config.get("env", {}).get("learner")
+    return tags + ([f"learner:{learner}"] if learner else [])
 
 
 #: config.json entries that must agree for evaluations to be merged
@@ -487,6 +499,7 @@ def merge_evaluations(
     wandb_mode: str = "offline",
     wandb_project: str = WANDB_PROJECT,
     overwrite: bool = False,
+    wandb_group: str | None = None,
 ) -> pd.DataFrame:
     """One report of finished evaluations run on the same tasks, seeds and env; returns results.
 
@@ -547,14 +560,26 @@ def merge_evaluations(
         fix="choose another --out, or pass --overwrite to replace them",
         overwrite=overwrite,
     ):
-        write_outputs(results, Path(out_dir), merged, wandb_mode, wandb_project)
+        write_outputs(results, Path(out_dir), merged, wandb_mode, wandb_project, wandb_group)
     return results
 
 
 def write_outputs(
-    results: pd.DataFrame, out: Path, config: dict, wandb_mode: str, wandb_project: str
+    results: pd.DataFrame,
+    out: Path,
+    config: dict,
+    wandb_mode: str,
+    wandb_project: str,
+    wandb_group: str | None = None,
 ) -> dict[str, Path]:
-    """Write the CSVs, report and plots to `out` and log them to a W&B run; returns the paths."""
+    """Write the CSVs, report and plots to `out` and log them to a W&B run; returns the paths.
+
+    The W&B run (job type `evaluate`, tags `wandb_tags`, group `wandb_group`)
+    gets the curves, the summary table, the win/tie/loss table
+    (`eval/win_tie_loss`), the plots, the mean ranks and the files
+    results.csv, summary.csv and report.md as an artifact of type
+    `evaluation`.
+    """
     out.mkdir(parents=True, exist_ok=True)
     summary = metrics.summarise(results)
     paths = {"config": out / "config.json", "summary": out / "summary.csv"}
@@ -570,9 +595,12 @@ def write_outputs(
     run = tracking.init_run(
         wandb_project,
         tracking.run_name(config["suite"], "eval", config["seeds"][0]),
-        config,
+        {**config, "wandb_group": wandb_group},
         mode=wandb_mode,
         dir=out,
+        group=wandb_group,
+        job_type="evaluate",
+        tags=wandb_tags(config),
     )
     curves = results.groupby(["step", "dataset", "strategy"])["test_accuracy"].mean()
     for step, per_step in curves.groupby(level="step"):
@@ -581,9 +609,15 @@ def write_outputs(
             step=int(step),
         )
     run.log_table("eval/summary", summary)
+    run.log_table("eval/win_tie_loss", metrics.win_tie_loss(results))
     run.log_images({f"eval/plots/{p.stem}": p for p in paths.values() if p.suffix == ".png"})
     run.update_summary(
         {f"eval/mean_rank/{s}": float(r) for s, r in metrics.mean_ranks(summary).items()}
+    )
+    run.log_artifact(
+        f"evaluation-{run.id}",
+        "evaluation",
+        [paths[name] for name in ("results", "summary", "report") if name in paths],
     )
     run.finish()
     return paths
@@ -694,6 +728,7 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
         "--wandb-mode", choices=tracking.MODES, default="offline", help="W&B logging mode"
     )
     parser.add_argument("--wandb-project", default=WANDB_PROJECT, help="W&B project")
+    parser.add_argument("--wandb-group", help="W&B group of the run (default: none)")
     parser.add_argument(
         "--policy",
         help="a learned policy: a policy file (LearnedStrategy.save), 'default' for the shipped "
@@ -724,7 +759,12 @@ def main(args: argparse.Namespace) -> int:
         if not args.out:
             raise ValueError("--merge writes the merged report to --out; add --out DIR")
         results = merge_evaluations(
-            args.merge, args.out, args.wandb_mode, args.wandb_project, args.overwrite
+            args.merge,
+            args.out,
+            args.wandb_mode,
+            args.wandb_project,
+            args.overwrite,
+            args.wandb_group,
         )
         print(report.mean_rank_table(metrics.summarise(results)))
         print(f"results in {args.out}")
@@ -787,6 +827,7 @@ def main(args: argparse.Namespace) -> int:
         suite=suite,
         wandb_project=args.wandb_project,
         overwrite=args.overwrite,
+        wandb_group=args.wandb_group,
         devices=args.devices,
     )
     summary = metrics.summarise(results)

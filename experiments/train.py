@@ -16,8 +16,14 @@ against random and margin sampling on a few training tasks (splits never
 trained on; test accuracy, `eval/*`); the same numbers go to
 `OUT/metrics.jsonl`, one line per chunk, written before the chunk's
 checkpoint. At the end the policy is exported to `OUT/policy`, a
-`metaal.strategies.learned.LearnedStrategy` file. Every file is written
-atomically, and OUT is locked for the run (`metaal.experiments.outputs`).
+`metaal.strategies.learned.LearnedStrategy` file, and logged to W&B as an
+artifact of type `policy`. Every file is written atomically, and OUT is
+locked for the run (`metaal.experiments.outputs`).
+
+The W&B run has job type `train`, tags `agent:`, `suite:` and (from the
+command line) `preset:`, and its group is `--wandb-group` or the run
+folder's name (a vote's folder for its members). Its id, group and tags are
+kept in `OUT/wandb_run.json`, so a resumed run logs to the same W&B run.
 
 A resumed run reads its config from the checkpoint and continues bit for
 bit as if it had never stopped (on the same machine): the chunk the kill
@@ -65,6 +71,10 @@ METRICS_FILE = "metrics.jsonl"
 EVAL_SEED_OFFSET = 10_000
 #: Strategies of the periodic evaluation: the current policy and two baselines.
 EVAL_STRATEGIES = ("learned", "random", "margin")
+#: The W&B run of a run folder (id, group, tags), so that a resumed run continues it.
+WANDB_FILE = "wandb_run.json"
+#: Per-update metrics a chunk logs at their last value, not their mean over the chunk.
+LAST_VALUE_METRICS = ("charts/learning_rate",)
 
 
 # --- settings -------------------------------------------------------------------------
@@ -202,14 +212,24 @@ def compiled(agent_name: str, config: Any, chunk_updates: int) -> tuple[Callable
     return init, make_chunk(agent, config, chunk_updates, env)
 
 
+def _over_chunk(key: str, values: np.ndarray) -> float:
+    values = np.asarray(values)
+    if key in LAST_VALUE_METRICS and values.size:
+        return float(values.reshape(-1)[-1])  # the value now, e.g. the current step size
+    return float(np.mean(values))
+
+
 def _chunk_log(stats: dict[str, np.ndarray]) -> dict[str, float]:
-    """Means over the chunk's updates; RL agents' episode sums become per-episode means."""
+    """Means over the chunk's updates; RL agents' episode sums become per-episode means.
+
+    `LAST_VALUE_METRICS` (the learning rate) are the chunk's last update's.
+    """
     if "episodes" not in stats:  # imitation reports per-round means only
-        return {k: float(np.mean(v)) for k, v in stats.items()}
+        return {k: _over_chunk(k, v) for k, v in stats.items()}
     episodes = float(np.sum(stats.pop("episodes")))
     returns = float(np.sum(stats.pop("episode_return_sum")))
     final_val = float(np.sum(stats.pop("final_val_score_sum")))
-    log = {k: float(np.mean(v)) for k, v in stats.items()}
+    log = {k: _over_chunk(k, v) for k, v in stats.items()}
     if episodes:
         log["charts/episodic_return"] = returns / episodes
         log["charts/final_val_accuracy"] = final_val / episodes
@@ -274,6 +294,22 @@ def _keep_metrics_until(out: Path, env_steps: int) -> None:
     atomic.write_text(path, "".join(kept))
 
 
+def saved_wandb_run(run_dir: str | Path) -> dict[str, Any]:
+    """The W&B run a run folder logged to (`WANDB_FILE`: id, group, tags); {} if none."""
+    path = Path(run_dir) / WANDB_FILE
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def wandb_tags(settings: TrainSettings, preset: str | None = None) -> list[str]:
+    """A training run's W&B tags: `agent:<agent>`, `suite:<suite>`, `preset:<preset>` if known."""
+    tags = [f"agent:{settings.agent}", f"suite:{settings.data.suite}"]
+    return tags + ([f"preset:{preset}"] if preset else [])
+
+
 def rounding_note(given: TrainSettings, final: TrainSettings) -> str | None:
     """What `finalise` changed in the run's length, in the flags' terms (None: nothing)."""
     before, after = given.config.total_steps, final.config.total_steps
@@ -293,6 +329,8 @@ def train(
     command: str = "",
     stop_after_chunks: int | None = None,
     resume_dir: str | Path | None = None,
+    wandb_group: str | None = None,
+    preset: str | None = None,
 ) -> Path | None:
     """Run (or with `resume`, continue) training into `out`; returns the exported policy's path.
 
@@ -305,13 +343,20 @@ def train(
     and the command (`--resume resume_dir`, default `out`).
     `stop_after_chunks` stops early without exporting, as if the run had
     been killed after that many chunks (returns None).
+
+    W&B: the run's group is `wandb_group`, else the one saved in
+    `out/WANDB_FILE`, else `out`'s name; `preset` (if known) is tagged. A
+    resumed run continues the W&B run saved in `out/WANDB_FILE`.
     """
     out = Path(out)
     if resume:
         checkpoint.latest(out)  # a clear error when `out` holds no run
     with outputs.claim(out, flag="--resume" if resume else "--out"):
         try:
-            return _train(settings, out, resume, wandb_mode, progress, command, stop_after_chunks)
+            return _train(
+                settings, out, resume, wandb_mode, progress, command, stop_after_chunks,
+                wandb_group, preset,
+            )  # fmt: skip
         except KeyboardInterrupt:
             raise interrupted(out, Path(resume_dir or out)) from None
 
@@ -329,6 +374,8 @@ def _train(
     progress: bool,
     command: str,
     stop_after_chunks: int | None,
+    wandb_group: str | None = None,
+    preset: str | None = None,
 ) -> Path | None:
     """`train` inside its claimed folder."""
     if resume:
@@ -384,6 +431,10 @@ def _train(
         settings, checkpoint.policy_of(params, export_config(settings, 0, ""), settings.shortlist)
     )
 
+    # a resumed run continues the W&B run it started (same id, group and tags)
+    saved = saved_wandb_run(out) if resume else {}
+    group = wandb_group or saved.get("group") or out.resolve().name
+    tags = saved.get("tags") or wandb_tags(settings, preset)
     run = tracking.init_run(
         WANDB_PROJECT,
         tracking.run_name(settings.data.suite, settings.agent, settings.run.seed),
@@ -394,10 +445,19 @@ def _train(
             "shortlist": settings.shortlist,
             "command": command,
             "resumed_at_update": updates_done,
+            "wandb_group": group,
         },
         mode=wandb_mode,
         dir=out,
+        group=group,
+        job_type="train",
+        tags=tags,
+        run_id=saved.get("id"),
     )
+    if run.id is not None:  # before the first chunk: a run killed in it resumes this W&B run
+        record = {"id": run.id, "group": group, "tags": list(tags)}
+        if record != saved:
+            atomic.write_text(out / WANDB_FILE, json.dumps(record))
     first_chunk = updates_done // settings.run.chunk_updates
     _say(
         progress,
@@ -474,6 +534,7 @@ def _train(
         settings.shortlist,
     ).save(out / checkpoint.POLICY_FILE)
     run.update_summary({"policy": str(policy)})
+    run.log_artifact(f"policy-{run.id}", "policy", [policy])
     run.finish()
     return policy
 
@@ -494,6 +555,8 @@ def train_members(
     wandb_mode: str = "offline",
     progress: bool = True,
     command: str = "",
+    wandb_group: str | None = None,
+    preset: str | None = None,
 ) -> Path:
     """Train `members` runs (seeds seed, seed + 1, ...) and export their vote as OUT/policy.
 
@@ -504,7 +567,8 @@ def train_members(
     standardised scores. With `resume`, finished members are kept, killed
     ones continue from their last checkpoint and missing ones start, all from
     the settings saved in OUT/members.json. `out` is checked and locked
-    before anything is computed.
+    before anything is computed. The members' W&B runs share one group:
+    `wandb_group`, else the one they logged to, else OUT's name.
     """
     from metaal.strategies.learned import LearnedStrategy
 
@@ -551,7 +615,11 @@ def train_members(
                 print(
                     f"member seed {seed} ({len(policies) + 1}/{len(seeds)}): {folder}", flush=True
                 )
-                train(member, folder, started, wandb_mode, progress, command, resume_dir=out)
+                group = wandb_group or saved_wandb_run(folder).get("group") or out.resolve().name
+                train(
+                    member, folder, started, wandb_mode, progress, command, resume_dir=out,
+                    wandb_group=group, preset=preset,
+                )  # fmt: skip
             policies.append(LearnedStrategy.load(done))
         # one member is exported as its own policy, as imitation's --members 1 is
         vote = policies[0] if len(policies) == 1 else LearnedStrategy.ensemble(policies)
@@ -648,6 +716,10 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
         help="W&B logging mode (default: offline)",
     )
     parser.add_argument(
+        "--wandb-group",
+        help="W&B group of the run (default: the run folder's name; a resumed run keeps its group)",
+    )
+    parser.add_argument(
         "--quiet", action="store_true", help="no progress bar and no phase lines (default: off)"
     )
     flags.add_config_flags(
@@ -695,7 +767,12 @@ def main(args: argparse.Namespace) -> int:
     """
     argv = sys.argv[1:]
     command = "metaal " + shlex.join(argv[argv.index("train") :]) if "train" in argv else ""
-    run_kwargs = {"wandb_mode": args.wandb_mode, "progress": not args.quiet, "command": command}
+    run_kwargs = {
+        "wandb_mode": args.wandb_mode,
+        "progress": not args.quiet,
+        "command": command,
+        "wandb_group": args.wandb_group,
+    }
     if args.resume:
         sections = configs.preset(args.preset or "demo", args.agent or "ppo").sections()
         given = flags.given_flags(args, sections)
@@ -726,6 +803,7 @@ def main(args: argparse.Namespace) -> int:
             )
         )
         print(f"run folder: {out}", flush=True)
+        run_kwargs["preset"] = args.preset or "demo"
         if args.members is None:
             policy = train(settings, out, **run_kwargs)
         else:

@@ -144,6 +144,37 @@ def test_slots_sample_every_task_and_reset_after_the_budget():
     assert not np.array_equal(np.asarray(envs.task), task_before)  # on a new random task
 
 
+def test_explained_variance_is_cleanrls_formula():
+    rng = np.random.default_rng(3)
+    returns = rng.normal(size=(6, 4)).astype(np.float32)
+    values = (returns + 0.5 * rng.normal(size=(6, 4))).astype(np.float32)
+    got = float(ppo.explained_variance(jnp.asarray(values), jnp.asarray(returns)))
+    want = 1.0 - np.var(returns - values) / np.var(returns)
+    assert got == pytest.approx(want, rel=1e-5)
+    assert 0.0 < got < 1.0  # noisy values still explain part of the returns
+    assert float(ppo.explained_variance(jnp.asarray(returns), jnp.asarray(returns))) == 1.0
+    mean = jnp.full_like(jnp.asarray(returns), returns.mean())
+    assert float(ppo.explained_variance(mean, jnp.asarray(returns))) == pytest.approx(0.0, abs=1e-6)
+    flat = jnp.ones((3, 2))
+    assert np.isnan(float(ppo.explained_variance(flat * 0.5, flat)))  # returns that never vary
+
+
+def test_ppo_logs_its_step_size_and_explained_variance_per_update():
+    config = ppo.PPOConfig(
+        num_envs=4, num_steps=4, total_steps=64, num_minibatches=2, update_epochs=2,
+        hidden=(8,), state_hidden=8, lr=1e-3,
+    )  # fmt: skip
+    _, metrics = ppo.make_train(config, ENV)(jax.random.key(0), TASKS)
+    np.testing.assert_allclose(
+        metrics["charts/learning_rate"], 1e-3 * np.array([1.0, 0.75, 0.5, 0.25]), rtol=1e-6
+    )  # linear annealing over the 4 updates, constant within one
+    ev = np.asarray(metrics["losses/explained_variance"])
+    assert ev.shape == (4,) and np.isfinite(ev).all() and (ev <= 1.0).all()
+    flat = config.replace(anneal_lr=False)
+    _, metrics = ppo.make_train(flat, ENV)(jax.random.key(0), TASKS)
+    np.testing.assert_allclose(metrics["charts/learning_rate"], np.full(4, 1e-3), rtol=1e-6)
+
+
 # --- learning on the probe env --------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from metaal.strategies.learned import LearnedStrategy
 
 SEEDS, BUDGET, INIT = 20, 20, 5
 STRATEGIES = ("margin", "random", "learned")
+GROUP = "iris-wine-cancer"
 
 
 def parse(argv):
@@ -68,7 +69,7 @@ def run_dir(csv_files, policy_file, tmp_path_factory):
     argv = [a for f in csv_files for a in ("--data", f)]
     argv += ["--target", "label", "--strategies", "margin,random", "--policy", policy_file]
     argv += ["--seeds", str(SEEDS), "--budget", str(BUDGET), "--n-initial", str(INIT)]
-    argv += ["--out", str(out), "--wandb-mode", "offline"]
+    argv += ["--out", str(out), "--wandb-mode", "offline", "--wandb-group", GROUP]
     assert evaluate.main(parse(argv)) == 0
     return out
 
@@ -179,6 +180,57 @@ def test_wandb_offline_run_holds_curves_summary_table_and_plots(run_dir, results
     assert image_row["eval/plots/learning_curves/_type"] == "image-file"
 
 
+def wandb_run_of(run_file: Path):
+    """(run record, config, history rows by step, artifact records) of an offline run file."""
+    run, config, history, artifacts = None, {}, {}, []
+    for record in wandb_records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+            config = {i.key: json.loads(i.value_json) for i in record.run.config.update}
+        elif kind == "history":
+            row = {
+                item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                for item in record.history.item
+            }
+            history[row["_step"]] = row
+        elif kind == "artifact":
+            artifacts.append(record.artifact)
+    return run, config, history, artifacts
+
+
+def test_wandb_evaluation_run_is_grouped_tagged_with_win_tie_loss_and_an_artifact(run_dir, results):
+    import base64
+    import hashlib
+
+    (run_file,) = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
+    run, config, history, artifacts = wandb_run_of(Path(run_file))
+    assert run.run_group == GROUP and config["wandb_group"] == GROUP
+    assert run.job_type == "evaluate"
+    assert list(run.tags) == ["suite:data", "learner:logreg"]
+
+    (row,) = [r for r in history.values() if "eval/win_tie_loss/_type" in r]
+    assert row["eval/win_tie_loss/_type"] == "table-file"
+    table_file = Path(run_file).parent / "files" / row["eval/win_tie_loss/path"]
+    table = json.loads(table_file.read_text())
+    expected = metrics.win_tie_loss(results)
+    assert table["columns"] == ["strategy", "opponent", "wins", "ties", "losses"]
+    assert table["data"] == expected.values.tolist()
+    cells = {(r[0], r[1]): r[2:] for r in table["data"]}
+    assert cells["learned", "margin"] == [0, 3, 0]  # margin's copy ties it on all 3 data sets
+    assert len(table["data"]) == 3 * 2  # every ordered pair of the 3 strategies
+
+    # (tables are logged as artifacts of type run_table too)
+    (artifact,) = [a for a in artifacts if a.type == "evaluation"]
+    assert artifact.name == f"evaluation-{run.run_id}"
+    contents = {entry.path: entry for entry in artifact.manifest.contents}
+    assert sorted(contents) == ["report.md", "results.csv", "summary.csv"]
+    for name, entry in contents.items():
+        data = (run_dir / name).read_bytes()
+        assert entry.size == len(data)
+        assert entry.digest == base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
 def test_same_seed_same_results_bit_for_bit_in_chunks(csv_files, results):
     from metaal.data import load_task
 
@@ -284,6 +336,39 @@ def test_tracking_survives_a_failing_log():
         run.log({"x": 1.0})
     assert not run.enabled
     run.log({"x": 2.0})  # silently off from now on
+
+
+def test_tracking_ids_and_artifacts_never_stop_a_run(tmp_path):
+    from metaal import tracking
+
+    off = tracking.init_run("p", "n", {}, mode="disabled", group="g", job_type="train")
+    assert off.id is None
+    off.log_artifact("a", "policy", [tmp_path / "missing"])  # a no-op run: nothing happens
+    run = tracking.init_run(
+        "p", "n", {}, mode="offline", dir=tmp_path, group="g", job_type="evaluate", tags=["t"]
+    )
+    assert run.enabled and run.id
+    with pytest.warns(UserWarning, match="artifact 'results' not logged: no file .*missing.csv"):
+        run.log_artifact("results", "evaluation", [tmp_path / "missing.csv"])
+    assert run.enabled  # the run goes on
+    other = tracking.init_run("p", "m", {}, mode="offline", dir=tmp_path)
+    assert other.id != run.id  # a run of its own, not the one still open
+    other.finish()
+    run.finish()
+
+    class Broken:
+        id = "abc"
+
+        def log_artifact(self, *args, **kwargs):
+            raise OSError("disk full")
+
+    (tmp_path / "r.csv").write_text("a\n1\n")
+    broken = tracking.Run(Broken())
+    assert broken.id == "abc"
+    with pytest.warns(UserWarning, match="failed to log an artifact.*disk full"):
+        broken.log_artifact("results", "evaluation", [tmp_path / "r.csv"])
+    assert not broken.enabled and broken.id is None
+    assert tracking.artifact_name("policy-synthetic:2/x y") == "policy-synthetic-2-x-y"
 
 
 def test_run_name_follows_cleanrl():

@@ -320,3 +320,74 @@ def test_imitation_is_a_normal_agent_with_checkpoints_wandb_and_an_exact_resume(
     again = LearnedStrategy.load(resumed)
     for x, y in zip(jax.tree.leaves(policy.params), jax.tree.leaves(again.params), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_resumed_run_logs_to_the_same_wandb_run_grouped_tagged_with_its_policy(tmp_path):
+    from test_evaluate import wandb_run_of
+
+    settings = tiny("ppo", eval_tasks=0)  # 4 updates of 16 env steps, chunks of 2 updates
+    out = tmp_path / "run"
+    stopped = train_mod.train(
+        settings, out, wandb_mode="offline", progress=False, stop_after_chunks=1,
+        wandb_group="ablation-7", preset="tiny",
+    )  # fmt: skip
+    assert stopped is None
+    saved = json.loads((out / train_mod.WANDB_FILE).read_text())
+    assert saved["group"] == "ablation-7"
+    # resumed from the command line, without --wandb-group: the saved run and group go on
+    assert train_mod.main(parse("--resume", str(out), "--quiet", "--wandb-mode", "offline")) == 0
+    files = sorted(glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb")))
+    assert len(files) == 2  # one offline record per process, both of one W&B run
+    first, config, history1, art1 = wandb_run_of(Path(files[0]))
+    second, _, history2, art2 = wandb_run_of(Path(files[1]))
+    assert first.run_id == second.run_id == saved["id"] != ""
+    assert second.resume and not first.resume
+    for run in (first, second):
+        assert run.run_group == "ablation-7" and run.job_type == "train"
+        assert list(run.tags) == ["agent:ppo", "suite:synthetic:2", "preset:tiny"]
+    assert config["wandb_group"] == "ablation-7" and config["resumed_at_update"] == 0
+    # chunk 1 in the first process, chunk 2 in the resumed one
+    assert sorted(history1) == [32] and sorted(history2) == [64]
+    logged = [json.loads(x) for x in (out / train_mod.METRICS_FILE).read_text().splitlines()]
+    lr = settings.config.lr
+    for row, line, updates_done in ((history1[32], logged[0], 2), (history2[64], logged[1], 4)):
+        # the step size of the chunk's last update (updates_done - 1 done before it)
+        assert row["charts/learning_rate"] == pytest.approx(lr * (1 - (updates_done - 1) / 4))
+        assert row["charts/learning_rate"] == line["charts/learning_rate"]
+        assert row["losses/explained_variance"] == line["losses/explained_variance"]
+        assert np.isfinite(line["losses/explained_variance"])
+        assert line["losses/explained_variance"] <= 1
+    assert art1 == []
+    (artifact,) = art2
+    assert artifact.type == "policy" and artifact.name == f"policy-{saved['id']}"
+    (entry,) = artifact.manifest.contents
+    assert entry.path == "policy" and entry.size == (out / "policy").stat().st_size
+
+
+def test_wandb_group_flag_reaches_the_run_and_defaults_to_the_folder_name(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(train_mod, "train", lambda *a, **kw: calls.append(kw) or "policy")
+    out = tmp_path / "run"
+    argv = ("--preset", "tiny", "--out", str(out), "--quiet", "--wandb-mode", "disabled")
+    assert train_mod.main(parse(*argv, "--wandb-group", "sweep-3")) == 0
+    assert calls[-1]["wandb_group"] == "sweep-3" and calls[-1]["preset"] == "tiny"
+    assert train_mod.main(parse(*argv)) == 0
+    assert calls[-1]["wandb_group"] is None  # train() then uses the run folder's name
+
+
+@pytest.mark.parametrize("given", [None, "demo-group"])
+def test_demo_trains_and_evaluates_in_one_wandb_group(tmp_path, monkeypatch, given):
+    from metaal.experiments import demo
+    from metaal.experiments import evaluate as evaluate_mod
+
+    calls = {}
+    monkeypatch.setattr(train_mod, "train", lambda *a, **kw: calls.update(train=kw) or "p")
+    monkeypatch.setattr(evaluate_mod, "evaluate", lambda *a, **kw: calls.update(evaluate=kw))
+    monkeypatch.setattr(demo, "summary_table", lambda *a, **kw: "")
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    out = tmp_path / "demo_42"
+    argv = ["--out", str(out), "--wandb-mode", "offline"]
+    assert demo.main(parser.parse_args(argv + (["--wandb-group", given] if given else []))) == 0
+    group = given or "demo_42"
+    assert calls["train"]["wandb_group"] == calls["evaluate"]["wandb_group"] == group
