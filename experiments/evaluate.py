@@ -680,7 +680,8 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     )
     parser.add_argument(
         "--strategies",
-        help=f"comma-separated strategy names (default: {','.join(HEURISTICS)})",
+        help="comma-separated strategy names, or 'none' to run only --policy (default: "
+        f"{','.join(HEURISTICS)})",
     )
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="seeds 0..N-1")
     parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="queries per run")
@@ -783,7 +784,11 @@ def main(args: argparse.Namespace) -> int:
     targets = args.target * len(args.data) if len(args.target) == 1 else args.target
     names = suite_names(args.suite) if args.suite else []
     strategies = None
-    if args.strategies is not None:  # "--strategies ," names none: an error, not every one
+    if args.strategies is not None and args.strategies.strip() == "none":
+        if not args.policy:
+            raise ValueError("--strategies none runs only the learned policy; add --policy")
+        strategies = []
+    elif args.strategies is not None:  # "--strategies ," names none: an error, not every one
         strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
         if not strategies:
             raise ValueError(
