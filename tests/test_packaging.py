@@ -20,7 +20,7 @@ for mine in (envs, agents, experiments):
     assert mine.__file__.startswith({cwd!r}), mine.__file__  # the user's own packages
 env = gym.make("metaal/ActiveLearning-v0", task="sklearn/iris", budget=5)
 obs, info = env.reset(seed=0)
-assert obs["candidates"].shape[1] == 22
+assert obs["candidates"].shape[1] == 26
 policy = LearnedStrategy.load("default")
 print("ok", type(env.unwrapped).__module__, policy.config["scorer"])
 """
