@@ -220,6 +220,17 @@ def make_params(task: TaskBatch) -> EnvParams:
 def check_fits(task: TaskBatch, config: EnvConfig, name: str = "task") -> None:
     """Raise a clear error when the pool cannot hold the initial set plus the budget."""
     n_pool = int(jnp.min(jnp.sum(task.pool_mask, axis=-1)))
+    if config.n_initial > n_pool:
+        what = {
+            "centroids": "one row per k-means centre",
+            "stratified": "one per class first",
+            "random": "drawn at random",
+        }[config.init]
+        raise ValueError(
+            f"{name}: the initial set of {config.n_initial} rows (--init {config.init}: "
+            f"{what}) needs more rows than the pool's {n_pool}; lower --n-initial to at most "
+            f"{n_pool - 1} (and the budget with it)"
+        )
     if config.n_initial + config.budget > n_pool:
         raise ValueError(
             f"{name}: the pool has {n_pool} samples but the initial set ({config.n_initial}) "
