@@ -270,7 +270,8 @@ def run_chunked(
     same shapes and the runner compiles once (bounded memory). With a `mesh`,
     each chunk's episodes are split over its devices (a chunk is padded to a
     multiple of the device count); episodes are independent, so every
-    episode's numbers are the same on any number of devices.
+    episode's arithmetic is the same on any number of devices, up to XLA's code
+    for another per-call batch size, whose rounding can flip a near-tie (README).
     """
     n = keys.shape[0]
     d = 1 if mesh is None else mesh.size
@@ -387,8 +388,8 @@ def evaluate(
     `metaal train` run. `shortlist` puts the policy behind margin's shortlist
     of that size (`LearnedStrategy.with_shortlist`; 0 lifts the policy's own).
     `drop` and `id_column` name columns of the files that are not features.
-    `devices` local devices share the episodes (None: all); results do not
-    depend on it.
+    `devices` local devices share the episodes (None: all); results agree
+    across device counts up to rare near-tie flips (README).
 
     The env is `EnvConfig(budget, n_initial, n_candidates, learner, query_batch,
     init)` (defaults: budget 100, 5 initial labels, the whole pool as
@@ -642,7 +643,8 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument(
         "--devices",
         type=int,
-        help="local devices that share the episodes (default: all; results do not depend on it)",
+        help="local devices that share the episodes (default: all; see the README on how "
+        "results can differ across device counts)",
     )
     parser.add_argument(
         "--merge",
