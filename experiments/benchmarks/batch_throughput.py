@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from metaal.experiments.benchmarks.env_throughput import CANDIDATES, reference_split
+from metaal.experiments.benchmarks.env_throughput import CANDIDATES, random_episode, reference_split
 
 CONFIGS = {
     "reference": (20, "logreg"),
@@ -59,7 +59,6 @@ def wide_split(features: int, seed: int = 0):
 def steps_per_s(features: int, learner: str, query_batch: int, args) -> dict:
     """Best-of-repeats steps per second of `args.envs` vmapped episodes; compile time too."""
     import jax
-    import jax.numpy as jnp
 
     from metaal.data.batch import pad_split
     from metaal.envs.core import ActiveLearningEnv, EnvConfig, make_params
@@ -74,19 +73,7 @@ def steps_per_s(features: int, learner: str, query_batch: int, args) -> dict:
     )
     env = ActiveLearningEnv(config)
 
-    def episode(key, obs, state):
-        def body(carry, k):
-            obs, state = carry
-            k_action, k_step = jax.random.split(k)
-            score = jax.random.uniform(k_action, obs.action_mask.shape)
-            score += 1e-6 * (obs.candidates.sum(axis=1) + obs.state.sum())
-            action = jnp.argmax(jnp.where(obs.action_mask, score, -1.0))
-            obs, state, reward, _, _, info = env.step_env(k_step, state, action, params)
-            return (obs, state), (reward, info["test_score"])
-
-        _, (rewards, test) = jax.lax.scan(body, (obs, state), jax.random.split(key, args.budget))
-        return rewards.sum(), test.mean()
-
+    episode = random_episode(env, params, args.budget)
     keys = jax.random.split(jax.random.key(0), args.envs)
     step_keys = jax.random.split(jax.random.key(1), args.envs)
     reset = jax.jit(jax.vmap(lambda k: env.reset_env(k, params)))

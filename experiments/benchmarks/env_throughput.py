@@ -76,10 +76,35 @@ def _peak_rss_mib() -> float:
 # --- JAX worker (runs in a subprocess) ---------------------------------------------------
 
 
+def random_episode(env, params, budget: int):
+    """`episode(key, obs, state) -> (return, mean test score)`: `budget` random valid steps.
+
+    The action is random but reads the whole observation, so XLA cannot drop the
+    feature computation as dead code (a policy would read it); the test score is
+    kept, as the reference env computes it.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    def episode(key, obs, state):
+        def body(carry, k):
+            obs, state = carry
+            k_action, k_step = jax.random.split(k)
+            score = jax.random.uniform(k_action, obs.action_mask.shape)
+            score += 1e-6 * (obs.candidates.sum(axis=1) + obs.state.sum())
+            action = jnp.argmax(jnp.where(obs.action_mask, score, -1.0))
+            obs, state, reward, _, _, info = env.step_env(k_step, state, action, params)
+            return (obs, state), (reward, info["test_score"])
+
+        _, (rewards, test) = jax.lax.scan(body, (obs, state), jax.random.split(key, budget))
+        return rewards.sum(), test.mean()
+
+    return episode
+
+
 def jax_worker(n_envs: int, budget: int, devices: int, repeats: int, run: bool) -> dict:
     """Time the vmapped env (or only build its inputs when `run` is False); return a result dict."""
     import jax
-    import jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P
 
@@ -99,21 +124,7 @@ def jax_worker(n_envs: int, budget: int, devices: int, repeats: int, run: bool) 
     def reset(key):
         return env.reset_env(key, params)
 
-    def episode(key, obs, state):
-        def body(carry, k):
-            obs, state = carry
-            k_action, k_step = jax.random.split(k)
-            # A random valid action that still reads the whole observation, so XLA cannot
-            # drop the feature computation as dead code (a policy would read it).
-            score = jax.random.uniform(k_action, obs.action_mask.shape)
-            score += 1e-6 * (obs.candidates.sum(axis=1) + obs.state.sum())
-            action = jnp.argmax(jnp.where(obs.action_mask, score, -1.0))
-            obs, state, reward, _, _, info = env.step_env(k_step, state, action, params)
-            return (obs, state), (reward, info["test_score"])
-
-        _, (rewards, test) = jax.lax.scan(body, (obs, state), jax.random.split(key, budget))
-        return rewards.sum(), test.mean()  # the test score is computed, as in the reference
-
+    episode = random_episode(env, params, budget)
     keys = jax.random.split(jax.random.key(0), n_envs)
     step_keys = jax.random.split(jax.random.key(1), n_envs)
     reset_fn, episode_fn = jax.vmap(reset), jax.vmap(episode)
