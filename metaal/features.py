@@ -190,9 +190,9 @@ FEATURES: dict[str, CandidateFeature] = {
     )
 }
 
-#: The candidate features of the table before the batch-round ones: the columns of policy
-#: files that name none (`LEGACY_CANDIDATE_FEATURES`).
-_LEGACY_BUILTINS = tuple(FEATURES)[:8]
+#: The batch-round features: built in, but newer than policy files without a feature list.
+BATCH_ROUND_FEATURES = ("round_similarity", "round_progress")
+_LEGACY_BUILTINS = tuple(f for f in FEATURES if f not in BATCH_ROUND_FEATURES)
 
 
 def register_feature(feature: CandidateFeature) -> None:

@@ -347,8 +347,8 @@ def make_ensemble(
 # Both fit the base learner on the labelled rows plus at most `pseudo` pseudo-labelled
 # unlabelled rows (a cap, so that a refit costs O(labelled + pseudo) and not O(pool)),
 # each pseudo-label weighted `pseudo_weight` times its confidence. Pseudo-labels need two
-# labelled classes: with fewer (a cold start may draw one class), the fit is the base
-# learner's supervised fit, unchanged.
+# labelled classes: with fewer (a cold start may draw one class), none is added and the
+# fit stays supervised.
 
 SEMI_SUPERVISED_BASES = ("logreg", "mlp", "ensemble")
 
