@@ -342,15 +342,18 @@ class ActiveLearningEnv:
         XT = params.pool_XT
         return jnp.sqrt(features.squared_distances(XT, XT[:, i]))
 
+    def _round_pos(self, step: jnp.ndarray) -> jnp.ndarray:
+        """Picks made since the last refit: 0 at reset and after every refit."""
+        b = self.config.query_batch
+        return jnp.where(step >= self.config.budget, 0, step % b).astype(jnp.int32)
+
     def _round_progress(self, step: jnp.ndarray) -> jnp.ndarray:
         """Picks made since the last refit / query_batch: 0 at reset and after every refit.
 
         Rounds end after every query_batch-th pick and after the last one (`step_env`),
         so the short last round ends at the budget too.
         """
-        b = self.config.query_batch
-        in_round = jnp.where(step >= self.config.budget, 0, step % b)
-        return (in_round / b).astype(jnp.float32)
+        return (self._round_pos(step) / self.config.query_batch).astype(jnp.float32)
 
     def observe(self, state: EnvState, params: EnvParams) -> Observation:
         """The observation of `state` (a pure function of state and params)."""
@@ -416,6 +419,8 @@ class ActiveLearningEnv:
             lookahead=lookahead,
             learner_params=state.learner,
             predict_proba=self.learner_step.predict_proba,
+            round_pos=self._round_pos(state.step),
+            query_batch=self.config.query_batch,
         )
 
     def _class_counts(self, state, update, labeled_y, n_labeled, label, valid) -> jnp.ndarray:

@@ -181,6 +181,10 @@ def _is_first_kernel(path) -> bool:
     return keys[-2:] == ["Dense_0", "kernel"]
 
 
+#: Key of the MC-dropout prediction masks (row i's draw t is the same in every fit).
+MC_DROPOUT_SEED = 8191
+
+
 def _dropout_masks(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jnp.ndarray:
     """Inverted-dropout multipliers: 0 with probability `rate`, else 1 / (1 - rate)."""
     keep = jax.random.bernoulli(key, 1.0 - rate, shape)
@@ -202,7 +206,8 @@ def make_mlp(
       step) and, with `mc_samples` > 0, in prediction: MC dropout (Gal and
       Ghahramani 2016). `member_proba` gives the `mc_samples` dropout draws
       (BALD's disagreement, DropQuery), `predict_proba` their mean. The draws
-      come from a key fixed at init, so predictions are deterministic, and act
+      come from one fixed key (`MC_DROPOUT_SEED`), so predictions are
+      deterministic and the masks cost nothing per episode, and act
       on the hidden layer only, so a draw costs a (n, hidden) x (hidden, K)
       product, not a pass over the features. `mc_samples` 0 (or `dropout` 0)
       predicts with the deterministic network.
@@ -246,7 +251,9 @@ def make_mlp(
         h = hidden_of(params, X)
         if samples == 0:
             return head(params, h)[None]
-        key = jax.random.wrap_key_data(params["key"])
+        # one fixed key for every fit, episode and task: the masks are constants of the
+        # compiled program, shared by vmapped episodes instead of drawn per episode
+        key = jax.random.key(MC_DROPOUT_SEED)
         masks = jax.vmap(lambda i: _dropout_masks(jax.random.fold_in(key, i), dropout, h.shape))(
             jnp.arange(samples)
         )

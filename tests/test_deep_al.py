@@ -21,7 +21,12 @@ from metaal.policy_net import LINEAR_SCORER, linear_params, linear_scorer
 from metaal.strategies import get_strategy, select
 from metaal.strategies.adapter import standardise
 from metaal.strategies.distribution import _probcover, purity_radius
-from metaal.strategies.hybrid import DROPQUERY_DRAWS, DROPQUERY_RATE, dropout_inconsistency
+from metaal.strategies.hybrid import (
+    DROPQUERY_DRAWS,
+    DROPQUERY_RATE,
+    dropout_inconsistency,
+    dropquery_members,
+)
 from metaal.strategies.learned import LearnedStrategy
 
 CONFIG = EnvConfig(budget=10, n_initial=3, n_candidates=16, probe_size=8)
@@ -261,6 +266,68 @@ def test_dropquery_inconsistency_matches_a_numpy_recount(params):
     changed = [predicted(np.where(m, X / (1 - DROPQUERY_RATE), 0)) != predicted(X) for m in keep]
     np.testing.assert_allclose(share, np.mean(changed, axis=0))
     assert 0 < share.mean() < 1  # dropout at this rate does move some predictions
+
+
+@pytest.mark.parametrize(("b", "n_inconsistent"), [(3, 7), (6, 2)])
+def test_dropquery_members_follow_scikit_activemls_rule(b, n_inconsistent):
+    # scikit-activeml: the max(#{share > 1/2}, b) candidates of highest share (no ties here)
+    rng = np.random.default_rng(b)
+    share = np.concatenate(
+        [np.linspace(0.55, 1.0, n_inconsistent), np.linspace(0.0, 0.5, 20 - n_inconsistent)]
+    )
+    share = rng.permutation(share)
+    mask = np.ones(20, bool)
+    mask[rng.choice(20, 3, replace=False)] = False
+    masked = np.nonzero(mask)[0]
+    count = max(int(np.sum(share[mask] > 0.5)), b)
+    expected = set(masked[np.argsort(share[mask])[-count:]])
+    ours = dropquery_members(jax.random.key(0), jnp.asarray(share), jnp.asarray(mask), b)
+    assert set(np.nonzero(np.asarray(ours))[0]) == expected
+
+
+def _dropquery_blobs_ctx():
+    """Three tight, separated blobs and a linear learner that dropout flips in each blob."""
+    rng = np.random.default_rng(0)
+    # class 1 off the origin; a row with both features dropped predicts class 0
+    centres = np.array([[0.0, 0.0], [0.0, 8.0], [-8.0, 0.0]])
+    X = np.concatenate([c + 0.3 * rng.normal(size=(25, 2)) for c in centres])
+    W = jnp.asarray([[1.0, -1.0], [-1.0, 1.0]], jnp.float32)
+
+    def predict_proba(W, X, class_mask):
+        return jax.nn.softmax(X @ W, axis=-1)
+
+    ctx = make_ctx(X, predict_proba(W, jnp.asarray(X, jnp.float32), None), np.zeros(75, bool))
+    return X, ctx.replace(learner_params=W, predict_proba=predict_proba)
+
+
+@pytest.mark.parametrize("b", [1, 3])
+def test_a_dropquery_round_takes_the_member_nearest_each_kmeans_centre(b):
+    X, ctx = _dropquery_blobs_ctx()
+    ctx = ctx.replace(query_batch=b)
+    strategy = get_strategy("dropquery")
+    score = jax.jit(strategy.score)
+    key = jax.random.key(7)
+    memory = strategy.init(jax.random.key(0), ctx)
+    labeled = np.zeros(75, bool)
+    picks = []
+    for j in range(b):
+        step_ctx = ctx.replace(labeled=jnp.asarray(labeled), round_pos=jnp.int32(j))
+        obs = obs_for(step_ctx)
+        scores, memory = score(key, obs, step_ctx, memory)
+        picks.append(int(select(scores, obs.action_mask, jax.random.key(j))))
+        labeled[picks[-1]] = True
+    # brute force: the inconsistent rows under the round's dropout key, scikit-learn's
+    # k-means on them, the member nearest each centre
+    share = np.asarray(dropout_inconsistency(jax.random.split(key, 3)[0], ctx))
+    members = np.nonzero(share > 0.5)[0]
+    blob = members // 25
+    assert len(set(blob)) == 3 and len(members) >= 6  # every blob has members: a real check
+    centres = KMeans(b, n_init=10, random_state=0).fit(X[members]).cluster_centers_
+    d2 = ((X[members][:, None] - centres[None]) ** 2).sum(-1)
+    expected = set(members[np.argmin(d2, axis=0)])
+    assert set(picks) == expected
+    if b == 3:
+        assert sorted(blob[np.isin(members, picks)]) == [0, 1, 2]  # one pick per blob
 
 
 @pytest.mark.parametrize("spec", ["mlp:steps=20", "ensemble:members=3,steps=20"])

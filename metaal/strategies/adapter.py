@@ -351,6 +351,8 @@ class QueryStrategy:
                 budget=self.budget,
                 learner_params=learner_params,
                 predict_proba=None if learner_params is None else self.learner.predict_proba,
+                round_pos=jnp.int32(b),
+                query_batch=batch_size,
             )
             scores, memory = self._score(self._key(), obs, ctx, memory)
             pick = int(select(scores, mask, self._key()))

@@ -64,6 +64,8 @@ class Context:
     predict_proba: Callable[..., jnp.ndarray] | None = struct.field(
         pytree_node=False, default=None
     )  # the learner's (params, X, class_mask) -> (n, K); None where no metaal learner is used
+    round_pos: Any = 0  # picks made so far in this batch round (0 at a round's first pick)
+    query_batch: int = struct.field(pytree_node=False, default=1)  # picks per round
 
     def probabilities(self, X: jnp.ndarray) -> jnp.ndarray:
         """The current learner's (n, K) probabilities on any rows `X` (e.g. perturbed ones)."""

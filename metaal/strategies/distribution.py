@@ -58,17 +58,18 @@ def kmeans_pp_seeds(key: jax.Array, X: jnp.ndarray, mask: jnp.ndarray, k: int) -
     return seeds
 
 
-def kmeans(
+def kmeans_centres(
     key: jax.Array, X: jnp.ndarray, mask: jnp.ndarray, k: int, n_active: jnp.ndarray | None = None
 ) -> jnp.ndarray:
-    """Cluster of every row: k-means++ seeding then `KMEANS_ITERS` Lloyd steps on masked rows.
+    """(k, D) centres: k-means++ seeding then `KMEANS_ITERS` Lloyd steps on the masked rows.
 
     With `n_active` (traced, <= k) only the first `n_active` of the k seeds
-    are centres: k-means with a cluster count known only at run time (a
-    padded task's class count), under static shapes.
+    are centres (the others stay at their seeds and take no rows): k-means
+    with a cluster count known only at run time (a padded task's class
+    count), under static shapes.
     """
     centres = X[kmeans_pp_seeds(key, X, mask, k)]
-    off = jnp.zeros(k, bool) if n_active is None else jnp.arange(k) >= n_active
+    off = _inactive(k, n_active)
 
     def lloyd(centres, _):
         assign = jnp.argmin(jnp.where(off[None, :], jnp.inf, _sq_dist(X, centres)), axis=1)
@@ -78,6 +79,19 @@ def kmeans(
         return jnp.where(counts[:, None] > 0, means, centres), None
 
     centres, _ = jax.lax.scan(lloyd, centres, None, length=KMEANS_ITERS)
+    return centres
+
+
+def _inactive(k: int, n_active: jnp.ndarray | None) -> jnp.ndarray:
+    return jnp.zeros(k, bool) if n_active is None else jnp.arange(k) >= n_active
+
+
+def kmeans(
+    key: jax.Array, X: jnp.ndarray, mask: jnp.ndarray, k: int, n_active: jnp.ndarray | None = None
+) -> jnp.ndarray:
+    """Cluster of every row under `kmeans_centres` (nearest active centre)."""
+    centres = kmeans_centres(key, X, mask, k, n_active)
+    off = _inactive(k, n_active)
     return jnp.argmin(jnp.where(off[None, :], jnp.inf, _sq_dist(X, centres)), axis=1)
 
 

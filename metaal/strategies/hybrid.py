@@ -11,15 +11,18 @@
   so the env's argmax draws it). Batches through the query adapter repeat
   the step with each pick added to the centres: k-means++ seeding of the
   batch, starting from the labelled set;
-- `dropquery`: DropQuery (Gupte et al. 2024, ALFM): each candidate's
+- `dropquery`: DropQuery (Gupte et al. 2024, ALFM; scikit-activeml's
+  `DropQuery`). At the first pick of every batch round: each candidate's
   features are perturbed by dropout (`DROPQUERY_DRAWS` draws at rate
-  `DROPQUERY_RATE`, inverted scaling) and the current learner predicts on
-  them; candidates whose prediction changes in at least half of the draws
-  are the inconsistent ones. ALFM then clusters them and queries the row
-  nearest each centre. One query at a time, the step takes the inconsistent
-  candidate farthest from the labelled set (the picks of a batch round
-  join it), which spreads a round's picks over the inconsistent region as
-  the clustering does; with no inconsistent candidate, the farthest overall;
+  `DROPQUERY_RATE`, inverted scaling as torch's dropout) and the current
+  learner predicts on them; the candidates whose prediction changes in more
+  than half of the draws are the inconsistent ones, topped up to the round's
+  size by the most inconsistent others (`dropquery_members`). They are
+  clustered by k-means into `query_batch` clusters. The round's j-th pick is
+  the member nearest centre j that is still unlabelled (a candidate nearest
+  it, if no member is offered). With `query_batch` 1 every step is a round:
+  the member nearest the members' mean. The round's members and centres are
+  the strategy's memory;
 - `albl`: Active Learning By Learning (Hsu & Lin 2015, libact): an Exp4.P
   bandit over the heuristics in `ALBL_EXPERTS` plus uniform sampling. Each
   expert advises its top candidate; the query is drawn from the experts'
@@ -37,8 +40,9 @@ import jax
 import jax.numpy as jnp
 
 from metaal import features
+from metaal.batching import lazy_cond
 from metaal.strategies.base import Context, Strategy, select
-from metaal.strategies.distribution import CORESET, DENSITY
+from metaal.strategies.distribution import CORESET, DENSITY, kmeans_centres
 from metaal.strategies.uncertainty import EGL, MARGIN
 
 #: Exponent of the density in information density.
@@ -87,23 +91,64 @@ DROPQUERY_RATE = 0.75
 
 def dropout_inconsistency(key: jax.Array, ctx: Context) -> jnp.ndarray:
     """Share of `DROPQUERY_DRAWS` dropout-perturbed predictions that differ from the clean one."""
+    return _inconsistency(key, ctx.cand_X, ctx.probabilities, ctx.class_mask)
 
+
+def _inconsistency(key: jax.Array, X: jnp.ndarray, probabilities, class_mask: jnp.ndarray):
     def predicted(X):
-        return jnp.argmax(jnp.where(ctx.class_mask, ctx.probabilities(X), -1.0), axis=-1)
+        return jnp.argmax(jnp.where(class_mask, probabilities(X), -1.0), axis=-1)
 
-    clean = predicted(ctx.cand_X)
-    keep = jax.random.bernoulli(key, 1.0 - DROPQUERY_RATE, (DROPQUERY_DRAWS, *ctx.cand_X.shape))
-    perturbed = jnp.where(keep, ctx.cand_X / (1.0 - DROPQUERY_RATE), 0.0)
+    clean = predicted(X)
+    keep = jax.random.bernoulli(key, 1.0 - DROPQUERY_RATE, (DROPQUERY_DRAWS, *X.shape))
+    perturbed = jnp.where(keep, X / (1.0 - DROPQUERY_RATE), 0.0)
     changed = jax.vmap(predicted)(perturbed) != clean[None, :]
     return jnp.mean(changed.astype(jnp.float32), axis=0)
 
 
+def dropquery_members(key: jax.Array, share: jnp.ndarray, mask: jnp.ndarray, b: int) -> jnp.ndarray:
+    """The candidates DropQuery clusters: share > 1/2, at least `b` (scikit-activeml's rule).
+
+    With fewer than `b` inconsistent candidates the most inconsistent others
+    join, ties in random order; never more than the `mask`ed candidates.
+    """
+    count = jnp.maximum(jnp.sum((share > 0.5) & mask), b)
+    noisy = jnp.where(mask, share + 1e-3 * jax.random.uniform(key, share.shape), -1.0)
+    rank = jnp.argsort(jnp.argsort(-noisy))  # 0 = the most inconsistent
+    return (rank < count) & mask
+
+
+def _dropquery_init(key: jax.Array, ctx: Context):
+    # room for the centres of a round as large as the budget: the memory's shape is fixed
+    # when an episode starts, before a batch size is known (`metaal query`)
+    return {
+        "centres": jnp.zeros((ctx.budget, ctx.cand_X.shape[1]), ctx.cand_X.dtype),
+        "members": jnp.zeros(ctx.pool_X.shape[0], bool),
+    }
+
+
 def _dropquery(key: jax.Array, obs, ctx: Context, memory):
-    inconsistent = dropout_inconsistency(key, ctx) >= 0.5
-    dist = ctx.dist_labeled[ctx.cand_index]
-    dist = jnp.where(jnp.isfinite(dist), dist, 0.0)  # nothing labelled yet: no spread term
-    far = dist / (jnp.max(jnp.where(obs.action_mask, dist, 0.0)) + 1e-12)  # in [0, 1]
-    return jnp.where(inconsistent, 2.0 + far, far), memory
+    k = min(ctx.query_batch, memory["centres"].shape[0])
+    predict_proba = ctx.predict_proba
+    if predict_proba is None:
+        ctx.probabilities(ctx.cand_X)  # raises the error that names the fix
+
+    def new_round(key, X, cand_index, learner_params, class_mask, mask, memory):
+        key_drop, key_rank, key_kmeans = jax.random.split(key, 3)
+        share = _inconsistency(
+            key_drop, X, lambda Z: predict_proba(learner_params, Z, class_mask), class_mask
+        )
+        members = dropquery_members(key_rank, share, mask, k)
+        pool = jnp.zeros_like(memory["members"]).at[cand_index].max(members)
+        centres = memory["centres"].at[:k].set(kmeans_centres(key_kmeans, X, members, k))
+        return {"centres": centres, "members": pool}
+
+    operands = (key, ctx.cand_X, ctx.cand_index, ctx.learner_params, ctx.class_mask)
+    # once a round: under vmap the clustering runs only at the rounds' first picks
+    memory = lazy_cond(ctx.round_pos == 0, new_round, memory, *operands, obs.action_mask, memory)
+    centre = memory["centres"][ctx.round_pos % k]
+    d2 = jnp.sum((ctx.cand_X - centre) ** 2, axis=1)
+    member = memory["members"][ctx.cand_index] & obs.action_mask
+    return jnp.where(jnp.any(member), jnp.where(member, -d2, -jnp.inf), -d2), memory
 
 
 #: ALBL's experts, besides uniform sampling: one per family.
@@ -183,5 +228,5 @@ def _albl(key: jax.Array, obs, ctx: Context, memory):
 
 INFO_DENSITY = Strategy("info_density", "hybrid", _info_density)
 BADGE = Strategy("badge", "hybrid", _badge)
-DROPQUERY = Strategy("dropquery", "hybrid", _dropquery)
+DROPQUERY = Strategy("dropquery", "hybrid", _dropquery, init=_dropquery_init)
 ALBL = Strategy("albl", "hybrid", _albl, init=_albl_init)
