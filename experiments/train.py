@@ -2,7 +2,7 @@
 
     metaal train --agent ppo --preset demo --out runs/ppo
     metaal train --resume runs/ppo               # continue a stopped or killed run
-    metaal train --agent ppo --members 3 --out runs/vote   # 3 seeds, exported as one vote
+    metaal train --agent ppo --members 3 --out runs/vote   # 3 seeds in one vmapped program, one vote
     metaal evaluate --suite heldout --policy runs/ppo/policy
 
 The run resolves the suite (refusing held-out data), precomputes
@@ -117,6 +117,13 @@ def stacked_params(splits: Sequence[Split], config: EnvConfig):
 
 def load_training_tasks(settings: TrainSettings, env: ActiveLearningEnv, key: jax.Array):
     """(`TrainingTasks` of every (task, split), evaluation names, evaluation env params)."""
+    params, eval_names, eval_params = training_data(settings, env)
+    training = rollout.training_tasks(env, params, settings.config.reward_norm, key)
+    return training, eval_names, eval_params
+
+
+def training_data(settings: TrainSettings, env: ActiveLearningEnv):
+    """(stacked env params of every (task, split), evaluation names, evaluation env params)."""
     data = settings.data
     names = training_names(data.suite)
     tasks = [load_task(n) for n in names]
@@ -134,7 +141,6 @@ def load_training_tasks(settings: TrainSettings, env: ActiveLearningEnv, key: ja
         for seed in range(data.splits_per_task)
     ]
     params = stacked_params(splits, settings.config.env)
-    training = rollout.training_tasks(env, params, settings.config.reward_norm, key)
 
     eval_names = [t.name for t in tasks[: settings.run.eval_tasks]]
     eval_params = None
@@ -142,7 +148,7 @@ def load_training_tasks(settings: TrainSettings, env: ActiveLearningEnv, key: ja
         batch = make_batch(tasks[: settings.run.eval_tasks], eval_seeds(settings), **split_of(data))
         check_fits(batch, settings.config.env, "evaluation tasks")
         eval_params = jax.jit(jax.vmap(make_params))(batch)
-    return training, eval_names, eval_params
+    return params, eval_names, eval_params
 
 
 def eval_seeds(settings: TrainSettings) -> list[int]:
@@ -204,12 +210,22 @@ def eval_metrics(results: pd.DataFrame) -> dict[str, float]:
 
 
 @functools.lru_cache(maxsize=8)
-def compiled(agent_name: str, config: Any, chunk_updates: int) -> tuple[Callable, Callable]:
-    """Jitted `init(key, tasks)` and `chunk(runner, tasks)`, cached per (agent, config, K)."""
+def compiled(
+    agent_name: str, config: Any, chunk_updates: int, members: int = 0
+) -> tuple[Callable, Callable]:
+    """Jitted `init(key, tasks)` and `chunk(runner, tasks)`, cached per (agent, config, K).
+
+    With `members` > 0 the chunk advances that many runs at once: runners
+    stacked on a leading axis, tasks shared but their reward scales (M, T).
+    """
     agent = get_agent(agent_name)
     env = make_env(config.env)
     init = jax.jit(lambda key, tasks: agent.init(config, key, tasks, env))
-    return init, make_chunk(agent, config, chunk_updates, env)
+    chunk = make_chunk(agent, config, chunk_updates, env)
+    if members:
+        axes = rollout.TrainingTasks(params=None, reward_scale=0)
+        chunk = jax.jit(jax.vmap(chunk, in_axes=(0, axes)))
+    return init, chunk
 
 
 def _over_chunk(key: str, values: np.ndarray) -> float:
@@ -366,19 +382,34 @@ def _say(progress: bool, message: str) -> None:
         print(message, flush=True)
 
 
-def _train(
+@dataclasses.dataclass
+class _Run:
+    """One run of `_train_runs`: its folder, settings, resume point and (once open) W&B run."""
+
+    out: Path
+    settings: TrainSettings
+    command: str
+    last: Path | None  # the checkpoint it continues from; None: it starts at update 0
+    resumed: bool  # it continues an earlier start (its W&B run and metrics file are kept)
+    run: Any = None
+
+
+def _prepare_run(
     settings: TrainSettings | None,
     out: Path,
     resume: bool,
-    wandb_mode: str,
-    progress: bool,
     command: str,
-    stop_after_chunks: int | None,
-    wandb_group: str | None = None,
-    preset: str | None = None,
-) -> Path | None:
-    """`train` inside its claimed folder."""
+    progress: bool,
+    at_update: int | None = None,
+) -> _Run | Path:
+    """The run in `out`, checked before anything is computed; a finished run's policy path.
+
+    `at_update` resumes from that update's checkpoint instead of the newest
+    (a vote's member that saved one chunk more than the others); 0 restarts
+    the run from its first update, with its saved settings.
+    """
     if resume:
+        found = checkpoint.list_checkpoints(out)
         last = checkpoint.latest(out)
         meta = checkpoint.read_meta(last)
         try:
@@ -391,21 +422,109 @@ def _train(
             ) from err
         command = meta.get("command", command)
         done = finished_policy(out)
-        if done is not None:
+        if done is not None and at_update is None:
             _say(progress, f"{out}: finished already ({meta['updates']} updates); nothing to do")
             return done
+        if at_update is not None and at_update != meta["updates"]:
+            by_update = {checkpoint.read_meta(c)["updates"]: c for c in found}
+            if at_update and at_update not in by_update:
+                raise checkpoint.CheckpointError(
+                    f"{out}: no checkpoint at update {at_update} (it has "
+                    f"{sorted(by_update)}); its vote cannot resume its members together. "
+                    "Start the vote again with --out"
+                )
+            last = by_update.get(at_update)
+            meta = checkpoint.read_meta(last) if last else {"env_steps": 0}
         # metrics past the checkpoint were logged by chunks that are run again
         _keep_metrics_until(out, int(meta.get("env_steps", 0)))
-    else:
-        last = None
-        if checkpoint.list_checkpoints(out) or (out / checkpoint.POLICY_FILE).exists():
-            raise checkpoint.CheckpointError(
-                f"{out}: already holds a training run; continue it with --resume {out} or "
-                "choose another --out"
-            )
-        given, settings = settings, finalise(settings)
-        if note := rounding_note(given, settings):
-            _say(progress, note)
+        return _Run(out, settings, command, last, resumed=True)
+    if checkpoint.list_checkpoints(out) or (out / checkpoint.POLICY_FILE).exists():
+        raise checkpoint.CheckpointError(
+            f"{out}: already holds a training run; continue it with --resume {out} or "
+            "choose another --out"
+        )
+    given, settings = settings, finalise(settings)
+    if note := rounding_note(given, settings):
+        _say(progress, note)
+    return _Run(out, settings, command, None, resumed=False)
+
+
+def _train(
+    settings: TrainSettings | None,
+    out: Path,
+    resume: bool,
+    wandb_mode: str,
+    progress: bool,
+    command: str,
+    stop_after_chunks: int | None,
+    wandb_group: str | None = None,
+    preset: str | None = None,
+) -> Path | None:
+    """`train` inside its claimed folder."""
+    prepared = _prepare_run(settings, out, resume, command, progress)
+    if isinstance(prepared, Path):
+        return prepared
+    policies = _train_runs([prepared], wandb_mode, progress, stop_after_chunks, wandb_group, preset)
+    return None if policies is None else policies[0]
+
+
+def _member_slice(tree: Any, i: int) -> Any:
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *xs: jax.numpy.stack(xs), *trees)
+
+
+def _open_wandb(
+    r: _Run, wandb_mode: str, wandb_group: str | None, preset: str | None, updates_done: int
+) -> None:
+    """Start (or, for a resumed run, continue) `r`'s W&B run; its id is kept in `WANDB_FILE`."""
+    settings = r.settings
+    saved = saved_wandb_run(r.out) if r.resumed else {}
+    group = wandb_group or saved.get("group") or r.out.resolve().name
+    tags = saved.get("tags") or wandb_tags(settings, preset)
+    r.run = tracking.init_run(
+        WANDB_PROJECT,
+        tracking.run_name(settings.data.suite, settings.agent, settings.run.seed),
+        # flat, with the flags' names, so a W&B sweep agent can set any field by flag
+        {
+            "agent": settings.agent,
+            **flags.flat_config(settings.sections()),
+            "shortlist": settings.shortlist,
+            "command": r.command,
+            "resumed_at_update": updates_done,
+            "wandb_group": group,
+        },
+        mode=wandb_mode,
+        dir=r.out,
+        group=group,
+        job_type="train",
+        tags=tags,
+        run_id=saved.get("id"),
+    )
+    if r.run.id is not None:  # before the first chunk: a run killed in it resumes this W&B run
+        record = {"id": r.run.id, "group": group, "tags": list(tags)}
+        if record != saved:
+            atomic.write_text(r.out / WANDB_FILE, json.dumps(record))
+
+
+def _train_runs(
+    runs: Sequence[_Run],
+    wandb_mode: str,
+    progress: bool,
+    stop_after_chunks: int | None,
+    wandb_group: str | None = None,
+    preset: str | None = None,
+) -> list[Path] | None:
+    """Train `runs` (same settings but the seed, same resume point) to the end; their policies.
+
+    One run is one program. Several are one `vmap`ped program (purejaxrl's
+    `jit(vmap(train))`): their runners are stacked on a leading axis and every
+    chunk advances all of them; each keeps its own folder, checkpoints,
+    metrics, evaluation and W&B run, exactly as if it ran alone.
+    """
+    settings = runs[0].settings
     agent = get_agent(settings.agent)
     config = settings.config
     config.check()
@@ -415,59 +534,53 @@ def _train(
         f"loading data: suite {settings.data.suite}, {settings.data.splits_per_task} split(s) "
         "per task",
     )
-    init, chunk = compiled(settings.agent, config, settings.run.chunk_updates)
+    stacked = len(runs) > 1
+    init, chunk = compiled(
+        settings.agent, config, settings.run.chunk_updates, len(runs) if stacked else 0
+    )
     env = make_env(config.env)
-    k_init, k_scale = jax.random.split(jax.random.key(settings.run.seed))
-    tasks, eval_names, eval_params = load_training_tasks(settings, env, k_scale)
-    if last is None:
-        runner = init(k_init, tasks)
+    params, eval_names, eval_params = training_data(settings, env)
+    runners, member_tasks = [], []
+    for r in runs:
+        k_init, k_scale = jax.random.split(jax.random.key(r.settings.run.seed))
+        tasks = rollout.training_tasks(env, params, config.reward_norm, k_scale)
+        if r.last is None:
+            runner = init(k_init, tasks)
+        else:
+            template = jax.eval_shape(lambda k, t: rollout.detach_params(init(k, t)), k_init, tasks)
+            runner = rollout.attach_params(checkpoint.restore(r.last, template), tasks)
+        runners.append(runner)
+        member_tasks.append(tasks)
+    if stacked:
+        runner = _stack(runners)
+        tasks = rollout.TrainingTasks(
+            params=params, reward_scale=_stack([t.reward_scale for t in member_tasks])
+        )
     else:
-        template = jax.eval_shape(lambda k, t: rollout.detach_params(init(k, t)), k_init, tasks)
-        runner = rollout.attach_params(checkpoint.restore(last, template), tasks)
-    updates_done = int(runner.update)
+        runner, tasks = runners[0], member_tasks[0]
+    updates_done = int(runners[0].update)
     # the exported policy, evaluated by `metaal evaluate`'s runners, compiled once per run
-    params = agent.policy_params(runner)
     entries = evaluation_entries(
-        settings, checkpoint.policy_of(params, export_config(settings, 0, ""), settings.shortlist)
+        settings,
+        checkpoint.policy_of(
+            agent.policy_params(runners[0]), export_config(settings, 0, ""), settings.shortlist
+        ),
     )
-
-    # a resumed run continues the W&B run it started (same id, group and tags)
-    saved = saved_wandb_run(out) if resume else {}
-    group = wandb_group or saved.get("group") or out.resolve().name
-    tags = saved.get("tags") or wandb_tags(settings, preset)
-    run = tracking.init_run(
-        WANDB_PROJECT,
-        tracking.run_name(settings.data.suite, settings.agent, settings.run.seed),
-        # flat, with the flags' names, so a W&B sweep agent can set any field by flag
-        {
-            "agent": settings.agent,
-            **flags.flat_config(settings.sections()),
-            "shortlist": settings.shortlist,
-            "command": command,
-            "resumed_at_update": updates_done,
-            "wandb_group": group,
-        },
-        mode=wandb_mode,
-        dir=out,
-        group=group,
-        job_type="train",
-        tags=tags,
-        run_id=saved.get("id"),
-    )
-    if run.id is not None:  # before the first chunk: a run killed in it resumes this W&B run
-        record = {"id": run.id, "group": group, "tags": list(tags)}
-        if record != saved:
-            atomic.write_text(out / WANDB_FILE, json.dumps(record))
+    del runners  # the stacked runner holds them
+    for r in runs:
+        _open_wandb(r, wandb_mode, wandb_group, preset, updates_done)
     first_chunk = updates_done // settings.run.chunk_updates
     _say(
         progress,
         f"compiling: {settings.agent}, {settings.run.chunk_updates} update(s) of "
-        f"{config.steps_per_update} env steps per chunk",
+        f"{config.steps_per_update} env steps per chunk"
+        + (f", {len(runs)} runs in one vmapped program" if stacked else ""),
     )
     chunk = chunk.lower(runner, tasks).compile()
     _say(
         progress,
         f"training: {config.total_steps} env steps in {n_chunks} chunk(s)"
+        + (f" for each of {len(runs)} runs" if stacked else "")
         + (f", from update {updates_done}" if updates_done else ""),
     )
     bar = tqdm(
@@ -475,68 +588,107 @@ def _train(
         initial=updates_done * config.steps_per_update,
         unit="step",
         unit_scale=True,
-        desc=f"{settings.agent} {settings.data.suite}",
+        desc=f"{settings.agent} {settings.data.suite}" + (f" x{len(runs)}" if stacked else ""),
         disable=not progress,
     )
     try:
         for index in range(first_chunk, n_chunks):
             if stop_after_chunks is not None and index - first_chunk >= stop_after_chunks:
-                run.finish()
+                for r in runs:
+                    r.run.finish()
                 return None
             started = time.perf_counter()
             runner, stats = chunk(runner, tasks)
             stats = jax.device_get(stats)
             elapsed = time.perf_counter() - started
-            updates_done = int(runner.update)
-            env_steps = updates_done * config.steps_per_update
-            bar.update(settings.run.chunk_updates * config.steps_per_update)
-            log = _chunk_log(dict(stats))
-            log["charts/SPS"] = settings.run.chunk_updates * config.steps_per_update / elapsed
             last_chunk = index == n_chunks - 1
-            every = settings.run.eval_every
-            if eval_names and (last_chunk or (every and (index + 1) % every == 0)):
-                if last_chunk:
-                    bar.close()
-                    _say(progress, f"evaluating the final policy on {len(eval_names)} task(s)")
-                else:
-                    bar.set_postfix_str("evaluating")
-                learned = entries[0].with_params(agent.policy_params(runner))
-                results = evaluate.run_entries(
-                    [learned, *entries[1:]], eval_names, eval_seeds(settings), eval_params
+            bar.update(settings.run.chunk_updates * config.steps_per_update)
+            if last_chunk:
+                bar.close()
+            for i, r in enumerate(runs):
+                _after_chunk(
+                    r,
+                    _member_slice(runner, i) if stacked else runner,
+                    _member_slice(stats, i) if stacked else stats,
+                    elapsed,
+                    index,
+                    n_chunks,
+                    entries,
+                    eval_names,
+                    eval_params,
+                    progress,
+                    bar,
                 )
-                log.update(eval_metrics(results))
-            run.log(log, step=env_steps)
-            # The metrics line, then the checkpoint: a run killed in between repeats this
-            # chunk on resume and `_keep_metrics_until` drops the line it wrote first.
-            atomic.append_line(out / METRICS_FILE, json.dumps({"env_steps": env_steps, **log}))
-            checkpoint.save(
-                out,
-                updates_done,
-                rollout.detach_params(runner),
-                {
-                    "agent": settings.agent,
-                    "env_steps": env_steps,
-                    "settings": settings.to_dict(),
-                    "command": command,
-                },
-            )
-            postfix = {"SPS": f"{log['charts/SPS']:.0f}"}
-            if "charts/episodic_return" in log:
-                postfix["return"] = f"{log['charts/episodic_return']:.4f}"
-            bar.set_postfix(postfix)
     finally:
         bar.close()
 
-    _say(progress, f"exporting the policy to {out / checkpoint.POLICY_FILE}")
-    policy = checkpoint.policy_of(
-        agent.policy_params(runner),
-        export_config(settings, int(runner.update) * config.steps_per_update, command),
-        settings.shortlist,
-    ).save(out / checkpoint.POLICY_FILE)
-    run.update_summary({"policy": str(policy)})
-    run.log_artifact(f"policy-{run.id}", "policy", [policy])
-    run.finish()
-    return policy
+    policies = []
+    for i, r in enumerate(runs):
+        member = _member_slice(runner, i) if stacked else runner
+        _say(progress, f"exporting the policy to {r.out / checkpoint.POLICY_FILE}")
+        policy = checkpoint.policy_of(
+            agent.policy_params(member),
+            export_config(r.settings, int(member.update) * config.steps_per_update, r.command),
+            r.settings.shortlist,
+        ).save(r.out / checkpoint.POLICY_FILE)
+        r.run.update_summary({"policy": str(policy)})
+        r.run.log_artifact(f"policy-{r.run.id}", "policy", [policy])
+        r.run.finish()
+        policies.append(policy)
+    return policies
+
+
+def _after_chunk(
+    r: _Run,
+    runner: Any,
+    stats: Any,
+    elapsed: float,
+    index: int,
+    n_chunks: int,
+    entries: list[evaluate.Entry],
+    eval_names: list[str],
+    eval_params: Any,
+    progress: bool,
+    bar: Any,
+) -> None:
+    """One run's log, evaluation, metrics line and checkpoint after chunk `index`."""
+    settings, config = r.settings, r.settings.config
+    agent = get_agent(settings.agent)
+    updates_done = int(runner.update)
+    env_steps = updates_done * config.steps_per_update
+    log = _chunk_log(dict(stats))
+    log["charts/SPS"] = settings.run.chunk_updates * config.steps_per_update / elapsed
+    last_chunk = index == n_chunks - 1
+    every = settings.run.eval_every
+    if eval_names and (last_chunk or (every and (index + 1) % every == 0)):
+        if last_chunk:
+            _say(progress, f"evaluating the final policy on {len(eval_names)} task(s)")
+        else:
+            bar.set_postfix_str("evaluating")
+        learned = entries[0].with_params(agent.policy_params(runner))
+        results = evaluate.run_entries(
+            [learned, *entries[1:]], eval_names, eval_seeds(settings), eval_params
+        )
+        log.update(eval_metrics(results))
+    r.run.log(log, step=env_steps)
+    # The metrics line, then the checkpoint: a run killed in between repeats this
+    # chunk on resume and `_keep_metrics_until` drops the line it wrote first.
+    atomic.append_line(r.out / METRICS_FILE, json.dumps({"env_steps": env_steps, **log}))
+    checkpoint.save(
+        r.out,
+        updates_done,
+        rollout.detach_params(runner),
+        {
+            "agent": settings.agent,
+            "env_steps": env_steps,
+            "settings": settings.to_dict(),
+            "command": r.command,
+        },
+    )
+    postfix = {"SPS": f"{log['charts/SPS']:.0f}"}
+    if "charts/episodic_return" in log:
+        postfix["return"] = f"{log['charts/episodic_return']:.4f}"
+    bar.set_postfix(postfix)
 
 
 MEMBERS_FILE = "members.json"
@@ -557,18 +709,25 @@ def train_members(
     command: str = "",
     wandb_group: str | None = None,
     preset: str | None = None,
-) -> Path:
+    member_group: int = 0,
+    stop_after_chunks: int | None = None,
+) -> Path | None:
     """Train `members` runs (seeds seed, seed + 1, ...) and export their vote as OUT/policy.
 
     With `members=1` the export is the one member's policy, not a one-member vote.
 
     Each member is an ordinary run in OUT/seed<k> (checkpoints, resume, W&B);
     the vote (`LearnedStrategy.ensemble`) scores by the mean of the members'
-    standardised scores. With `resume`, finished members are kept, killed
-    ones continue from their last checkpoint and missing ones start, all from
-    the settings saved in OUT/members.json. `out` is checked and locked
-    before anything is computed. The members' W&B runs share one group:
+    standardised scores. `member_group` members train as one vmapped program
+    (0: all of them; 1: one after another, each its own program); a member of
+    a group equals the same seed trained alone up to float32 rounding (vmapped
+    reductions sum in another order). With `resume`, finished members are
+    kept, killed ones continue from their last checkpoint (a group's members
+    from the last update they all saved) and missing ones start, all from the
+    settings saved in OUT/members.json. `out` is checked and locked before
+    anything is computed. The members' W&B runs share one group:
     `wandb_group`, else the one they logged to, else OUT's name.
+    `stop_after_chunks` stops the first group early, as `train`'s does (None).
     """
     from metaal.strategies.learned import LearnedStrategy
 
@@ -581,6 +740,10 @@ def train_members(
         )
     if not resume and members < 1:
         raise ValueError(f"--members must be at least 1, got {members}")
+    if not resume and member_group < 0:
+        raise ValueError(
+            f"--member-group must be >= 0 (0: every member in one program), got {member_group}"
+        )
     with outputs.claim(out, flag="--resume" if resume else "--out"):
         if resume:
             done = finished_policy(out)
@@ -592,6 +755,7 @@ def train_members(
             saved = json.loads(record.read_text())
             settings, seeds = TrainSettings.from_dict(saved["settings"]), saved["seeds"]
             command = saved.get("command", command)
+            member_group = saved.get("member_group", 1)  # votes before groups: one by one
         else:
             if record.exists() or checkpoint.list_checkpoints(out):
                 raise checkpoint.CheckpointError(
@@ -601,8 +765,24 @@ def train_members(
             seeds = [settings.run.seed + i for i in range(members)]
             atomic.write_text(
                 record,
-                json.dumps({"settings": settings.to_dict(), "seeds": seeds, "command": command}),
+                json.dumps(
+                    {
+                        "settings": settings.to_dict(),
+                        "seeds": seeds,
+                        "command": command,
+                        "member_group": member_group,
+                    }
+                ),
             )
+        size = member_group or len(seeds)
+        for first in range(0, len(seeds), size) if size > 1 else ():
+            group = seeds[first : first + size]
+            finished = _train_group(
+                settings, out, group, command, wandb_mode=wandb_mode, progress=progress,
+                wandb_group=wandb_group, preset=preset, stop_after_chunks=stop_after_chunks,
+            )  # fmt: skip
+            if not finished:
+                return None
         policies = []
         for seed in seeds:
             folder = member_dir(out, seed)
@@ -625,6 +805,47 @@ def train_members(
         vote = policies[0] if len(policies) == 1 else LearnedStrategy.ensemble(policies)
         vote.config["command"] = command
         return vote.save(out / checkpoint.POLICY_FILE)
+
+
+def _train_group(
+    settings: TrainSettings,
+    out: Path,
+    seeds: Sequence[int],
+    command: str,
+    wandb_mode: str,
+    progress: bool,
+    wandb_group: str | None,
+    preset: str | None,
+    stop_after_chunks: int | None = None,
+) -> bool:
+    """Train the vote members `seeds` as one vmapped program, each into its own folder.
+
+    Returns False when `stop_after_chunks` stopped it before the end.
+    """
+    folders = [member_dir(out, seed) for seed in seeds]
+    if all(finished_policy(folder) for folder in folders):
+        return True
+    started = [bool(checkpoint.list_checkpoints(folder)) for folder in folders]
+    updates = [
+        checkpoint.read_meta(checkpoint.latest(folder))["updates"] if begun else 0
+        for folder, begun in zip(folders, started, strict=True)
+    ]
+    at = min(updates)  # a kill between two members' saves leaves one a chunk ahead
+    runs = []
+    for seed, folder, begun in zip(seeds, folders, started, strict=True):
+        if begun:
+            runs.append(_prepare_run(None, folder, True, command, progress, at_update=at))
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            _keep_metrics_until(folder, 0)  # lines of a first chunk that was killed
+            member = dataclasses.replace(settings, run=dataclasses.replace(settings.run, seed=seed))
+            runs.append(_prepare_run(member, folder, False, command, progress))
+    print(f"members {', '.join(map(str, seeds))} in one program: {out}", flush=True)
+    group = wandb_group or saved_wandb_run(folders[0]).get("group") or out.resolve().name
+    try:
+        return _train_runs(runs, wandb_mode, progress, stop_after_chunks, group, preset) is not None
+    except KeyboardInterrupt:
+        raise interrupted(folders[0], out) from None
 
 
 def final_table(run_dir: str | Path) -> str | None:
@@ -697,6 +918,12 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
         type=int,
         help="train this many runs (seeds --seed, --seed + 1, ...) and export their vote "
         "(the mean of their standardised scores) (default: 1)",
+    )
+    parser.add_argument(
+        "--member-group",
+        type=int,
+        help="members trained together as one vmapped program (0: all of them; 1: one "
+        "after another; lower it when memory is short) (default: 0)",
     )
     if settings.agent != "imitation":  # imitation's shortlist is a field of its config
         parser.add_argument(
@@ -776,8 +1003,8 @@ def main(args: argparse.Namespace) -> int:
     if args.resume:
         sections = configs.preset(args.preset or "demo", args.agent or "ppo").sections()
         given = flags.given_flags(args, sections)
-        given += [f"--{o}" for o in ("agent", "preset", "members", "shortlist")
-                  if getattr(args, o, None) is not None]  # fmt: skip
+        own = ("agent", "preset", "members", "member_group", "shortlist")
+        given += [f"--{o.replace('_', '-')}" for o in own if getattr(args, o, None) is not None]
         if given:
             raise ValueError(
                 f"--resume continues {args.resume} with its saved config; drop "
@@ -805,9 +1032,12 @@ def main(args: argparse.Namespace) -> int:
         print(f"run folder: {out}", flush=True)
         run_kwargs["preset"] = args.preset or "demo"
         if args.members is None:
+            if args.member_group is not None:
+                raise ValueError("--member-group groups the members of a vote: add --members N")
             policy = train(settings, out, **run_kwargs)
         else:
-            policy = train_members(settings, out, args.members, **run_kwargs)
+            group = {} if args.member_group is None else {"member_group": args.member_group}
+            policy = train_members(settings, out, args.members, **run_kwargs, **group)
     table = final_table(out)
     if table:
         print(table)

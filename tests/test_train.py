@@ -5,6 +5,7 @@ import dataclasses
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,7 +71,8 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit(tmp_pat
 def test_a_vote_of_seeds_resumes_a_killed_member_and_matches_an_uninterrupted_vote(tmp_path):
     settings = dataclasses.replace(tiny("ppo", eval_tasks=0), shortlist=3)
     quiet = {"wandb_mode": "disabled", "progress": False}
-    full = train_mod.train_members(settings, tmp_path / "full", members=2, **quiet)
+    # one member after another (--member-group 1), each its own program
+    full = train_mod.train_members(settings, tmp_path / "full", members=2, member_group=1, **quiet)
     # the same vote, killed during its second member, then resumed
     killed = tmp_path / "killed"
     killed.mkdir()
@@ -393,3 +395,56 @@ def test_demo_trains_and_evaluates_in_one_wandb_group(tmp_path, monkeypatch, giv
     assert demo.main(parser.parse_args(argv + (["--wandb-group", given] if given else []))) == 0
     group = given or "demo_42"
     assert calls["train"]["wandb_group"] == calls["evaluate"]["wandb_group"] == group
+
+
+def test_a_vmapped_vote_equals_its_members_alone_and_resumes_a_member_behind_bit_for_bit(
+    tmp_path,
+):
+    settings = tiny("ppo", eval_tasks=0, chunk_updates=1)  # 4 chunks
+    quiet = {"wandb_mode": "disabled", "progress": False}
+    full = tmp_path / "full"
+    vote = LearnedStrategy.load(train_mod.train_members(settings, full, members=2, **quiet))
+    assert json.loads((full / train_mod.MEMBERS_FILE).read_text())["member_group"] == 0
+    # each member against the same seed trained alone: vmapped sums round differently
+    for i, seed in enumerate((0, 1)):
+        alone_settings = dataclasses.replace(
+            settings, run=dataclasses.replace(settings.run, seed=seed)
+        )
+        alone = train_mod.train(alone_settings, tmp_path / f"alone{seed}", **quiet)
+        for x, y in zip(
+            jax.tree.leaves(LearnedStrategy.load(alone).params),
+            jax.tree.leaves(vote.params),
+            strict=True,
+        ):
+            np.testing.assert_allclose(np.asarray(y)[i], np.asarray(x), rtol=1e-4, atol=1e-6)
+    # killed after chunk 2 between the two members' saves: seed 1 is a chunk behind
+    killed = tmp_path / "killed"
+    assert (
+        train_mod.train_members(settings, killed, members=2, stop_after_chunks=2, **quiet) is None
+    )
+    behind = train_mod.member_dir(killed, 1)
+    shutil.rmtree(checkpoint.latest(behind))
+    ahead = train_mod.member_dir(killed, 0)
+    assert [checkpoint.read_meta(checkpoint.latest(d))["updates"] for d in (ahead, behind)] == [
+        2,
+        1,
+    ]
+    lines = (behind / train_mod.METRICS_FILE).read_text().splitlines()
+    (behind / train_mod.METRICS_FILE).write_text("\n".join(lines[:-1]) + "\n")
+    resumed = LearnedStrategy.load(train_mod.train_members(None, killed, resume=True, **quiet))
+    for x, y in zip(jax.tree.leaves(vote.params), jax.tree.leaves(resumed.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    for seed in (0, 1):
+        read = [
+            json.loads(line)["env_steps"]
+            for line in (train_mod.member_dir(killed, seed) / train_mod.METRICS_FILE)
+            .read_text()
+            .splitlines()
+        ]
+        want = [
+            json.loads(line)["env_steps"]
+            for line in (train_mod.member_dir(full, seed) / train_mod.METRICS_FILE)
+            .read_text()
+            .splitlines()
+        ]
+        assert read == want  # every chunk logged once
