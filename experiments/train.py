@@ -2,7 +2,7 @@
 
     metaal train --agent ppo --preset demo --out runs/ppo
     metaal train --resume runs/ppo               # continue a stopped or killed run
-    metaal train --agent ppo --members 3 --out runs/vote   # 3 seeds in one vmapped program, one vote
+    metaal train --agent ppo --members 3 --out runs/vote   # 3 seeds, one vmapped program, a vote
     metaal evaluate --suite heldout --policy runs/ppo/policy
 
 The run resolves the suite (refusing held-out data), precomputes
