@@ -229,3 +229,33 @@ def training_tasks(
     else:
         scale = jnp.ones(t, jnp.float32)
     return TrainingTasks(params=params, reward_scale=scale)
+
+
+def shard_slots(runner: Any, mesh: Any, axis: int = 0) -> Any:
+    """`runner` on `mesh`: its env slots (`runner.envs`) split along `axis`, the rest replicated.
+
+    `axis` 0 splits the slots of one run; for runs stacked on a leading
+    axis (a vmapped vote), 0 splits the runs and 1 each run's slots. XLA
+    partitions the jitted update from these placements: the slots' steps run
+    where their data is and the loss reductions become all-reduces, whose
+    order of summation (not their value) depends on the device count.
+    """
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    envs = getattr(runner, "envs", None)
+    if envs is None:
+        raise ValueError(
+            f"{type(runner).__name__} keeps no env slots between updates, so it cannot be "
+            "split over devices; run it with --devices 1"
+        )
+    size = jax.tree.leaves(envs)[0].shape[axis]
+    if size % mesh.size:
+        raise ValueError(
+            f"--devices {mesh.size} must divide the {size} env slots of a run (--num-envs or "
+            f"--n-envs); choose a divisor of {size}"
+        )
+    replicated = NamedSharding(mesh, PartitionSpec())
+    split = NamedSharding(mesh, PartitionSpec(*([None] * axis), mesh.axis_names[0]))
+    placement = jax.tree.map(lambda _: replicated, runner)
+    placement = placement.replace(envs=jax.tree.map(lambda _: split, envs))
+    return jax.device_put(runner, placement)

@@ -347,6 +347,7 @@ def train(
     resume_dir: str | Path | None = None,
     wandb_group: str | None = None,
     preset: str | None = None,
+    devices: int | None = None,
 ) -> Path | None:
     """Run (or with `resume`, continue) training into `out`; returns the exported policy's path.
 
@@ -363,6 +364,10 @@ def train(
     W&B: the run's group is `wandb_group`, else the one saved in
     `out/WANDB_FILE`, else `out`'s name; `preset` (if known) is tagged. A
     resumed run continues the W&B run saved in `out/WANDB_FILE`.
+
+    `devices` local devices (None: all) share the env slots (`train_mesh`);
+    the run agrees with one device's up to float32 rounding (the loss sums
+    are all-reduced in another order).
     """
     out = Path(out)
     if resume:
@@ -371,7 +376,7 @@ def train(
         try:
             return _train(
                 settings, out, resume, wandb_mode, progress, command, stop_after_chunks,
-                wandb_group, preset,
+                wandb_group, preset, devices,
             )  # fmt: skip
         except KeyboardInterrupt:
             raise interrupted(out, Path(resume_dir or out)) from None
@@ -459,12 +464,15 @@ def _train(
     stop_after_chunks: int | None,
     wandb_group: str | None = None,
     preset: str | None = None,
+    devices: int | None = None,
 ) -> Path | None:
     """`train` inside its claimed folder."""
     prepared = _prepare_run(settings, out, resume, command, progress)
     if isinstance(prepared, Path):
         return prepared
-    policies = _train_runs([prepared], wandb_mode, progress, stop_after_chunks, wandb_group, preset)
+    policies = _train_runs(
+        [prepared], wandb_mode, progress, stop_after_chunks, wandb_group, preset, devices
+    )
     return None if policies is None else policies[0]
 
 
@@ -509,6 +517,36 @@ def _open_wandb(
             atomic.write_text(r.out / WANDB_FILE, json.dumps(record))
 
 
+def train_mesh(settings: TrainSettings, devices: int | None, n_runs: int = 1):
+    """(mesh, axis) that `devices` local devices (None: all) split a run's env slots with.
+
+    (None, 0) on one device. A vote's runs are split between the devices when
+    their count divides evenly, else each run's slots. Imitation keeps no env
+    slots between rounds: it runs on one device, and asking it for more is an
+    error. Checked before anything is computed.
+    """
+    mesh = evaluate.episode_mesh(devices)
+    if mesh is None:
+        return None, 0
+    if settings.agent == "imitation":
+        if devices is None:
+            return None, 0
+        raise ValueError(
+            f"--devices {devices}: imitation's rounds are not split over devices yet; "
+            "drop --devices (it runs on one)"
+        )
+    if n_runs > 1 and n_runs % mesh.size == 0:
+        return mesh, 0
+    slots = settings.config.num_envs
+    if slots % mesh.size:
+        raise ValueError(
+            f"--devices {mesh.size} must divide the {slots} env slots (--num-envs)"
+            + (f" or the {n_runs} members" if n_runs > 1 else "")
+            + "; choose a divisor"
+        )
+    return mesh, 1 if n_runs > 1 else 0
+
+
 def _train_runs(
     runs: Sequence[_Run],
     wandb_mode: str,
@@ -516,6 +554,7 @@ def _train_runs(
     stop_after_chunks: int | None,
     wandb_group: str | None = None,
     preset: str | None = None,
+    devices: int | None = None,
 ) -> list[Path] | None:
     """Train `runs` (same settings but the seed, same resume point) to the end; their policies.
 
@@ -523,6 +562,7 @@ def _train_runs(
     `jit(vmap(train))`): their runners are stacked on a leading axis and every
     chunk advances all of them; each keeps its own folder, checkpoints,
     metrics, evaluation and W&B run, exactly as if it ran alone.
+    `devices` local devices (None: all) share the env slots (`train_mesh`).
     """
     settings = runs[0].settings
     agent = get_agent(settings.agent)
@@ -535,6 +575,7 @@ def _train_runs(
         "per task",
     )
     stacked = len(runs) > 1
+    mesh, axis = train_mesh(settings, devices, len(runs))
     init, chunk = compiled(
         settings.agent, config, settings.run.chunk_updates, len(runs) if stacked else 0
     )
@@ -558,6 +599,9 @@ def _train_runs(
         )
     else:
         runner, tasks = runners[0], member_tasks[0]
+    if mesh is not None:
+        runner = rollout.shard_slots(runner, mesh, axis)
+        _say(progress, f"{mesh.size} devices share the env slots")
     updates_done = int(runners[0].update)
     # the exported policy, evaluated by `metaal evaluate`'s runners, compiled once per run
     entries = evaluation_entries(
@@ -599,6 +643,8 @@ def _train_runs(
                 return None
             started = time.perf_counter()
             runner, stats = chunk(runner, tasks)
+            if mesh is not None:  # XLA may hand parts back split otherwise: place them again
+                runner = rollout.shard_slots(runner, mesh, axis)
             stats = jax.device_get(stats)
             elapsed = time.perf_counter() - started
             last_chunk = index == n_chunks - 1
@@ -618,6 +664,7 @@ def _train_runs(
                     eval_params,
                     progress,
                     bar,
+                    mesh,
                 )
     finally:
         bar.close()
@@ -650,6 +697,7 @@ def _after_chunk(
     eval_params: Any,
     progress: bool,
     bar: Any,
+    mesh: Any = None,
 ) -> None:
     """One run's log, evaluation, metrics line and checkpoint after chunk `index`."""
     settings, config = r.settings, r.settings.config
@@ -667,7 +715,7 @@ def _after_chunk(
             bar.set_postfix_str("evaluating")
         learned = entries[0].with_params(agent.policy_params(runner))
         results = evaluate.run_entries(
-            [learned, *entries[1:]], eval_names, eval_seeds(settings), eval_params
+            [learned, *entries[1:]], eval_names, eval_seeds(settings), eval_params, mesh=mesh
         )
         log.update(eval_metrics(results))
     r.run.log(log, step=env_steps)
@@ -711,6 +759,7 @@ def train_members(
     preset: str | None = None,
     member_group: int = 0,
     stop_after_chunks: int | None = None,
+    devices: int | None = None,
 ) -> Path | None:
     """Train `members` runs (seeds seed, seed + 1, ...) and export their vote as OUT/policy.
 
@@ -780,6 +829,7 @@ def train_members(
             finished = _train_group(
                 settings, out, group, command, wandb_mode=wandb_mode, progress=progress,
                 wandb_group=wandb_group, preset=preset, stop_after_chunks=stop_after_chunks,
+                devices=devices,
             )  # fmt: skip
             if not finished:
                 return None
@@ -798,7 +848,7 @@ def train_members(
                 group = wandb_group or saved_wandb_run(folder).get("group") or out.resolve().name
                 train(
                     member, folder, started, wandb_mode, progress, command, resume_dir=out,
-                    wandb_group=group, preset=preset,
+                    wandb_group=group, preset=preset, devices=devices,
                 )  # fmt: skip
             policies.append(LearnedStrategy.load(done))
         # one member is exported as its own policy, as imitation's --members 1 is
@@ -817,6 +867,7 @@ def _train_group(
     wandb_group: str | None,
     preset: str | None,
     stop_after_chunks: int | None = None,
+    devices: int | None = None,
 ) -> bool:
     """Train the vote members `seeds` as one vmapped program, each into its own folder.
 
@@ -843,7 +894,8 @@ def _train_group(
     print(f"members {', '.join(map(str, seeds))} in one program: {out}", flush=True)
     group = wandb_group or saved_wandb_run(folders[0]).get("group") or out.resolve().name
     try:
-        return _train_runs(runs, wandb_mode, progress, stop_after_chunks, group, preset) is not None
+        trained = _train_runs(runs, wandb_mode, progress, stop_after_chunks, group, preset, devices)
+        return trained is not None
     except KeyboardInterrupt:
         raise interrupted(folders[0], out) from None
 
@@ -932,6 +984,12 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
             help="the exported policy re-ranks only margin's K most uncertain candidates "
             f"(deployment only; 0: all candidates) (default: {settings.shortlist})",
         )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        help="local devices that share the env slots (default: all; the result agrees with "
+        "one device's up to float32 rounding)",
+    )
     parser.add_argument("--out", help=f"run folder (default: {DEFAULT_OUT}/<run name>)")
     parser.add_argument(
         "--resume", metavar="DIR", help="continue the run in DIR (default: start a new run)"
@@ -999,6 +1057,7 @@ def main(args: argparse.Namespace) -> int:
         "progress": not args.quiet,
         "command": command,
         "wandb_group": args.wandb_group,
+        "devices": args.devices,
     }
     if args.resume:
         sections = configs.preset(args.preset or "demo", args.agent or "ppo").sections()
