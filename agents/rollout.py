@@ -231,14 +231,15 @@ def training_tasks(
     return TrainingTasks(params=params, reward_scale=scale)
 
 
-def shard_slots(runner: Any, mesh: Any, axis: int = 0) -> Any:
-    """`runner` on `mesh`: its env slots (`runner.envs`) split along `axis`, the rest replicated.
+def slot_placement(runner: Any, mesh: Any, axis: int = 0) -> Any:
+    """Shardings that split `runner`'s env slots (`runner.envs`) along `axis` over `mesh`.
 
-    `axis` 0 splits the slots of one run; for runs stacked on a leading
-    axis (a vmapped vote), 0 splits the runs and 1 each run's slots. XLA
-    partitions the jitted update from these placements: the slots' steps run
-    where their data is and the loss reductions become all-reduces, whose
-    order of summation (not their value) depends on the device count.
+    Every other part of the runner is replicated. `axis` 0 splits the slots
+    of one run; for runs stacked on a leading axis (a vmapped vote), 0 splits
+    the runs and 1 each run's slots. XLA partitions the jitted update from
+    these placements: the slots' steps run where their data is and the loss
+    reductions become all-reduces, whose order of summation (not their
+    value) depends on the device count.
     """
     from jax.sharding import NamedSharding, PartitionSpec
 
@@ -257,5 +258,4 @@ def shard_slots(runner: Any, mesh: Any, axis: int = 0) -> Any:
     replicated = NamedSharding(mesh, PartitionSpec())
     split = NamedSharding(mesh, PartitionSpec(*([None] * axis), mesh.axis_names[0]))
     placement = jax.tree.map(lambda _: replicated, runner)
-    placement = placement.replace(envs=jax.tree.map(lambda _: split, envs))
-    return jax.device_put(runner, placement)
+    return placement.replace(envs=jax.tree.map(lambda _: split, envs))

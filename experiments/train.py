@@ -35,6 +35,7 @@ with one line naming the update to resume from, and exit code 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
@@ -49,6 +50,7 @@ from typing import Any
 import jax
 import numpy as np
 import pandas as pd
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from metaal import atomic, metrics, tracking
@@ -57,7 +59,7 @@ from metaal.data import ALL_HELDOUT, check_heldout_unseen, load_task, make_split
 from metaal.data.batch import pad_split, stack_splits
 from metaal.data.task import Split
 from metaal.envs.core import ActiveLearningEnv, EnvConfig, check_fits, make_params
-from metaal.experiments import configs, evaluate, flags, outputs
+from metaal.experiments import configs, distributed, evaluate, flags, outputs
 from metaal.experiments.configs import DataConfig, TrainSettings
 from metaal.experiments.evaluate import make_batch
 from metaal.policy_net import policy_config
@@ -372,7 +374,7 @@ def train(
     out = Path(out)
     if resume:
         checkpoint.latest(out)  # a clear error when `out` holds no run
-    with outputs.claim(out, flag="--resume" if resume else "--out"):
+    with _claim(out, resume):
         try:
             return _train(
                 settings, out, resume, wandb_mode, progress, command, stop_after_chunks,
@@ -380,6 +382,13 @@ def train(
             )  # fmt: skip
         except KeyboardInterrupt:
             raise interrupted(out, Path(resume_dir or out)) from None
+
+
+def _claim(out: Path, resume: bool):
+    """Lock `out` for this run (`outputs.claim`); only process 0 of many holds the lock."""
+    if not distributed.is_writer():
+        return contextlib.nullcontext(out)
+    return outputs.claim(out, flag="--resume" if resume else "--out")
 
 
 def _say(progress: bool, message: str) -> None:
@@ -441,7 +450,8 @@ def _prepare_run(
             last = by_update.get(at_update)
             meta = checkpoint.read_meta(last) if last else {"env_steps": 0}
         # metrics past the checkpoint were logged by chunks that are run again
-        _keep_metrics_until(out, int(meta.get("env_steps", 0)))
+        if distributed.is_writer():
+            _keep_metrics_until(out, int(meta.get("env_steps", 0)))
         return _Run(out, settings, command, last, resumed=True)
     if checkpoint.list_checkpoints(out) or (out / checkpoint.POLICY_FILE).exists():
         raise checkpoint.CheckpointError(
@@ -492,6 +502,8 @@ def _open_wandb(
     saved = saved_wandb_run(r.out) if r.resumed else {}
     group = wandb_group or saved.get("group") or r.out.resolve().name
     tags = saved.get("tags") or wandb_tags(settings, preset)
+    if not distributed.is_writer():  # process 0 logs for every process
+        wandb_mode = "disabled"
     r.run = tracking.init_run(
         WANDB_PROJECT,
         tracking.run_name(settings.data.suite, settings.agent, settings.run.seed),
@@ -511,7 +523,8 @@ def _open_wandb(
         tags=tags,
         run_id=saved.get("id"),
     )
-    if r.run.id is not None:  # before the first chunk: a run killed in it resumes this W&B run
+    if r.run.id is not None and distributed.is_writer():
+        # before the first chunk: a run killed in it resumes this W&B run
         record = {"id": r.run.id, "group": group, "tags": list(tags)}
         if record != saved:
             atomic.write_text(r.out / WANDB_FILE, json.dumps(record))
@@ -525,7 +538,16 @@ def train_mesh(settings: TrainSettings, devices: int | None, n_runs: int = 1):
     slots between rounds: it runs on one device, and asking it for more is an
     error. Checked before anything is computed.
     """
-    mesh = evaluate.episode_mesh(devices)
+    if jax.process_count() > 1:  # every process's devices: one global mesh
+        total = len(jax.devices())
+        if devices not in (None, total):
+            raise ValueError(
+                f"--devices {devices}: {jax.process_count()} processes share {total} devices; "
+                f"drop --devices or give {total}"
+            )
+        mesh = Mesh(np.array(jax.devices()), ("episode",))
+    else:
+        mesh = evaluate.episode_mesh(devices)
     if mesh is None:
         return None, 0
     if settings.agent == "imitation":
@@ -600,7 +622,12 @@ def _train_runs(
     else:
         runner, tasks = runners[0], member_tasks[0]
     if mesh is not None:
-        runner = rollout.shard_slots(runner, mesh, axis)
+        placement = rollout.slot_placement(runner, mesh, axis)
+        replicated = NamedSharding(mesh, PartitionSpec())
+        runner = distributed.put(runner, placement)
+        tasks = distributed.put(tasks, jax.tree.map(lambda _: replicated, tasks))
+        # the runner keeps its placement from chunk to chunk; metrics come back replicated
+        chunk = jax.jit(chunk, out_shardings=(placement, replicated))
         _say(progress, f"{mesh.size} devices share the env slots")
     updates_done = int(runners[0].update)
     # the exported policy, evaluated by `metaal evaluate`'s runners, compiled once per run
@@ -643,9 +670,7 @@ def _train_runs(
                 return None
             started = time.perf_counter()
             runner, stats = chunk(runner, tasks)
-            if mesh is not None:  # XLA may hand parts back split otherwise: place them again
-                runner = rollout.shard_slots(runner, mesh, axis)
-            stats = jax.device_get(stats)
+            stats = distributed.to_host(stats)
             elapsed = time.perf_counter() - started
             last_chunk = index == n_chunks - 1
             bar.update(settings.run.chunk_updates * config.steps_per_update)
@@ -672,16 +697,20 @@ def _train_runs(
     policies = []
     for i, r in enumerate(runs):
         member = _member_slice(runner, i) if stacked else runner
-        _say(progress, f"exporting the policy to {r.out / checkpoint.POLICY_FILE}")
-        policy = checkpoint.policy_of(
-            agent.policy_params(member),
-            export_config(r.settings, int(member.update) * config.steps_per_update, r.command),
-            r.settings.shortlist,
-        ).save(r.out / checkpoint.POLICY_FILE)
-        r.run.update_summary({"policy": str(policy)})
-        r.run.log_artifact(f"policy-{r.run.id}", "policy", [policy])
+        params = distributed.to_host(agent.policy_params(member))
+        policy = r.out / checkpoint.POLICY_FILE
+        if distributed.is_writer():
+            _say(progress, f"exporting the policy to {policy}")
+            checkpoint.policy_of(
+                params,
+                export_config(r.settings, int(member.update) * config.steps_per_update, r.command),
+                r.settings.shortlist,
+            ).save(policy)
+            r.run.update_summary({"policy": str(policy)})
+            r.run.log_artifact(f"policy-{r.run.id}", "policy", [policy])
         r.run.finish()
         policies.append(policy)
+    distributed.barrier("policies exported")  # the other processes return once they exist
     return policies
 
 
@@ -713,11 +742,18 @@ def _after_chunk(
             _say(progress, f"evaluating the final policy on {len(eval_names)} task(s)")
         else:
             bar.set_postfix_str("evaluating")
-        learned = entries[0].with_params(agent.policy_params(runner))
+        if jax.process_count() > 1:  # every process evaluates on its own devices
+            policy, mesh = distributed.to_host(agent.policy_params(runner)), None
+        else:
+            policy = agent.policy_params(runner)
+        learned = entries[0].with_params(policy)
         results = evaluate.run_entries(
             [learned, *entries[1:]], eval_names, eval_seeds(settings), eval_params, mesh=mesh
         )
         log.update(eval_metrics(results))
+    state = distributed.to_host(checkpoint.keys_as_data(rollout.detach_params(runner)))
+    if not distributed.is_writer():
+        return
     r.run.log(log, step=env_steps)
     # The metrics line, then the checkpoint: a run killed in between repeats this
     # chunk on resume and `_keep_metrics_until` drops the line it wrote first.
@@ -725,7 +761,7 @@ def _after_chunk(
     checkpoint.save(
         r.out,
         updates_done,
-        rollout.detach_params(runner),
+        state,
         {
             "agent": settings.agent,
             "env_steps": env_steps,
@@ -793,7 +829,7 @@ def train_members(
         raise ValueError(
             f"--member-group must be >= 0 (0: every member in one program), got {member_group}"
         )
-    with outputs.claim(out, flag="--resume" if resume else "--out"):
+    with _claim(out, resume):
         if resume:
             done = finished_policy(out)
             if done is not None:
@@ -812,17 +848,18 @@ def train_members(
                     "choose another --out"
                 )
             seeds = [settings.run.seed + i for i in range(members)]
-            atomic.write_text(
-                record,
-                json.dumps(
-                    {
-                        "settings": settings.to_dict(),
-                        "seeds": seeds,
-                        "command": command,
-                        "member_group": member_group,
-                    }
-                ),
-            )
+            if distributed.is_writer():
+                atomic.write_text(
+                    record,
+                    json.dumps(
+                        {
+                            "settings": settings.to_dict(),
+                            "seeds": seeds,
+                            "command": command,
+                            "member_group": member_group,
+                        }
+                    ),
+                )
         size = member_group or len(seeds)
         for first in range(0, len(seeds), size) if size > 1 else ():
             group = seeds[first : first + size]
@@ -854,7 +891,10 @@ def train_members(
         # one member is exported as its own policy, as imitation's --members 1 is
         vote = policies[0] if len(policies) == 1 else LearnedStrategy.ensemble(policies)
         vote.config["command"] = command
-        return vote.save(out / checkpoint.POLICY_FILE)
+        if distributed.is_writer():
+            vote.save(out / checkpoint.POLICY_FILE)
+        distributed.barrier("vote exported")
+        return out / checkpoint.POLICY_FILE
 
 
 def _train_group(
@@ -990,6 +1030,14 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
         help="local devices that share the env slots (default: all; the result agrees with "
         "one device's up to float32 rounding)",
     )
+    parser.add_argument(
+        "--coordinator-address",
+        help="many processes (jax.distributed): HOST:PORT of process 0; with --num-processes "
+        "and --process-id, or METAAL_COORDINATOR_ADDRESS etc.; Slurm and Open MPI are "
+        "detected without them (default: one process)",
+    )
+    parser.add_argument("--num-processes", type=int, help="many processes: how many")
+    parser.add_argument("--process-id", type=int, help="many processes: this one's 0-based id")
     parser.add_argument("--out", help=f"run folder (default: {DEFAULT_OUT}/<run name>)")
     parser.add_argument(
         "--resume", metavar="DIR", help="continue the run in DIR (default: start a new run)"
@@ -1052,6 +1100,9 @@ def main(args: argparse.Namespace) -> int:
     """
     argv = sys.argv[1:]
     command = "metaal " + shlex.join(argv[argv.index("train") :]) if "train" in argv else ""
+    distributed.initialize(
+        distributed.settings_from(args.coordinator_address, args.num_processes, args.process_id)
+    )
     run_kwargs = {
         "wandb_mode": args.wandb_mode,
         "progress": not args.quiet,
@@ -1097,6 +1148,9 @@ def main(args: argparse.Namespace) -> int:
         else:
             group = {} if args.member_group is None else {"member_group": args.member_group}
             policy = train_members(settings, out, args.members, **run_kwargs, **group)
+    if not distributed.is_writer():
+        print(f"process {jax.process_index()} of {jax.process_count()}: done (process 0 wrote)")
+        return 0
     table = final_table(out)
     if table:
         print(table)
