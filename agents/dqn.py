@@ -198,8 +198,7 @@ def init(
     envs = rollout.reset(env, k_env, tasks, config.num_envs)
     first = jax.tree.map(lambda x: x[0], envs.obs)
     params = net.init(k_net, first.state, first.candidates, first.action_mask)
-    tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr))
-    train_state = TrainState.create(apply_fn=net.apply, params=params, tx=tx)
+    train_state = TrainState.create(apply_fn=net.apply, params=params, tx=optimiser(config))
     return DQNRunner(
         # A typed step counter (not a weakly typed 0), so a restored runner has the same types.
         train_state=train_state.replace(step=jnp.int32(0)),
@@ -209,6 +208,11 @@ def init(
         key=key,
         update=jnp.int32(0),
     )
+
+
+def optimiser(config: DQNConfig) -> optax.GradientTransformation:
+    """Gradient-norm clipping then Adam; built by every update from its (maybe traced) config."""
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr))
 
 
 def update(
@@ -264,9 +268,11 @@ def update(
 
     key, k_learn = jax.random.split(key)
     stored = (env_steps + config.steps_per_update) >= config.learning_starts
+    # this config's optimiser (a sweep's configs are traced); the runner keeps its own
     train_state, target_params, metrics = jax.lax.cond(
-        stored, learn, skip, runner.train_state, k_learn
+        stored, learn, skip, runner.train_state.replace(tx=optimiser(config)), k_learn
     )
+    train_state = train_state.replace(tx=runner.train_state.tx)
     metrics["charts/epsilon"] = epsilon(config, env_steps)
     metrics.update(jax.tree.map(jnp.sum, stats))
     runner = DQNRunner(

@@ -161,6 +161,22 @@ def learning_rate(config: PPOConfig, count: jnp.ndarray) -> jnp.ndarray:
     return config.lr * (1.0 - done / config.num_updates)
 
 
+def optimiser(config: PPOConfig) -> optax.GradientTransformation:
+    """Gradient-norm clipping then Adam at `learning_rate`.
+
+    Built again by every update from its config, so that a sweep's vmapped
+    configs (traced step sizes) reach the optimiser; the opt state's shape
+    does not depend on them.
+    """
+    return optax.chain(
+        optax.clip_by_global_norm(config.max_grad_norm),
+        optax.adam(
+            (lambda count: learning_rate(config, count)) if config.anneal_lr else config.lr,
+            eps=1e-5,
+        ),
+    )
+
+
 def explained_variance(values: jnp.ndarray, returns: jnp.ndarray) -> jnp.ndarray:
     """`1 - Var[returns - values] / Var[returns]` over all entries (CleanRL's definition).
 
@@ -187,14 +203,7 @@ def init(
     first = jax.tree.map(lambda x: x[0], envs.obs)
     params = net.init(k_net, first.state, first.candidates, first.action_mask)
 
-    tx = optax.chain(
-        optax.clip_by_global_norm(config.max_grad_norm),
-        optax.adam(
-            (lambda count: learning_rate(config, count)) if config.anneal_lr else config.lr,
-            eps=1e-5,
-        ),
-    )
-    train_state = TrainState.create(apply_fn=net.apply, params=params, tx=tx)
+    train_state = TrainState.create(apply_fn=net.apply, params=params, tx=optimiser(config))
     # A typed step counter (not a weakly typed 0), so a restored runner has the same types.
     train_state = train_state.replace(step=jnp.int32(0))
     return PPORunner(train_state=train_state, envs=envs, key=key, update=jnp.int32(0))
@@ -218,8 +227,10 @@ def update(
         transition = Transition(obs, action, log_prob, value, out.reward, out.done)
         return (train_state, envs, key), (transition, rollout.episode_stats(out))
 
+    # this config's optimiser (a sweep's configs are traced); the runner keeps its own
+    train_state = runner.train_state.replace(tx=optimiser(config))
     (train_state, envs, key), (traj, stats) = jax.lax.scan(
-        env_step, (runner.train_state, runner.envs, runner.key), None, config.num_steps
+        env_step, (train_state, runner.envs, runner.key), None, config.num_steps
     )
     _, last_value = _apply(net, train_state.params, envs.obs)
     advantages, targets = compute_gae(
@@ -283,6 +294,7 @@ def update(
     metrics["charts/learning_rate"] = learning_rate(config, runner.train_state.step)
     metrics["losses/explained_variance"] = explained_variance(traj.value, targets)
     metrics.update(jax.tree.map(jnp.sum, stats))
+    train_state = train_state.replace(tx=runner.train_state.tx)
     runner = PPORunner(train_state=train_state, envs=envs, key=key, update=runner.update + 1)
     return runner, metrics
 
