@@ -2,6 +2,7 @@
 
     metaal datasets                 list suites and their datasets
     metaal train ...                meta-train a query policy (DQN, PPO, imitation)
+    metaal sweep ...                a grid of hyper-parameters x seeds in one compiled program
     metaal evaluate ...             compare strategies on held-out datasets
     metaal query ...                pick the rows of your own data to annotate next
     metaal embed ...                embed your own texts or images with a pretrained encoder
@@ -28,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "list the dataset suites with rows, features, classes",
     ),
     "train": ("metaal.experiments.train", "meta-train a query policy on a task suite"),
+    "sweep": (
+        "metaal.experiments.sweep",
+        "train a grid of hyper-parameters x seeds as one vmapped program, scored on validation",
+    ),
     "evaluate": ("metaal.experiments.evaluate", "evaluate strategies on held-out datasets"),
     "query": ("metaal.experiments.query", "pick the rows of your own data to annotate next"),
     "embed": (

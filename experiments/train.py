@@ -211,6 +211,25 @@ def eval_metrics(results: pd.DataFrame) -> dict[str, float]:
 # --- the run --------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4)
+def compiled_sweep(agent_name: str, config: Any, chunk_updates: int) -> Callable:
+    """Jitted `chunk(configs, runner, tasks)` vmapped over runs whose configs differ in floats.
+
+    `configs` is the runs' configs stacked on a leading axis (their float
+    fields are pytree leaves); every static field is `config`'s.
+    """
+    agent = get_agent(agent_name)
+    env = make_env(config.env)
+
+    def chunk(config, runner, tasks):
+        return jax.lax.scan(
+            lambda r, _: agent.update(config, r, tasks, env), runner, None, chunk_updates
+        )
+
+    axes = rollout.TrainingTasks(params=None, reward_scale=0)
+    return jax.jit(jax.vmap(chunk, in_axes=(0, 0, axes)))
+
+
 @functools.lru_cache(maxsize=8)
 def compiled(
     agent_name: str, config: Any, chunk_updates: int, members: int = 0
@@ -397,8 +416,8 @@ def _say(progress: bool, message: str) -> None:
 
 
 @dataclasses.dataclass
-class _Run:
-    """One run of `_train_runs`: its folder, settings, resume point and (once open) W&B run."""
+class Run:
+    """One run of `train_runs`: its folder, settings, resume point and (once open) W&B run."""
 
     out: Path
     settings: TrainSettings
@@ -408,14 +427,14 @@ class _Run:
     run: Any = None
 
 
-def _prepare_run(
+def prepare_run(
     settings: TrainSettings | None,
     out: Path,
     resume: bool,
     command: str,
     progress: bool,
     at_update: int | None = None,
-) -> _Run | Path:
+) -> Run | Path:
     """The run in `out`, checked before anything is computed; a finished run's policy path.
 
     `at_update` resumes from that update's checkpoint instead of the newest
@@ -452,7 +471,7 @@ def _prepare_run(
         # metrics past the checkpoint were logged by chunks that are run again
         if distributed.is_writer():
             _keep_metrics_until(out, int(meta.get("env_steps", 0)))
-        return _Run(out, settings, command, last, resumed=True)
+        return Run(out, settings, command, last, resumed=True)
     if checkpoint.list_checkpoints(out) or (out / checkpoint.POLICY_FILE).exists():
         raise checkpoint.CheckpointError(
             f"{out}: already holds a training run; continue it with --resume {out} or "
@@ -461,7 +480,7 @@ def _prepare_run(
     given, settings = settings, finalise(settings)
     if note := rounding_note(given, settings):
         _say(progress, note)
-    return _Run(out, settings, command, None, resumed=False)
+    return Run(out, settings, command, None, resumed=False)
 
 
 def _train(
@@ -477,10 +496,10 @@ def _train(
     devices: int | None = None,
 ) -> Path | None:
     """`train` inside its claimed folder."""
-    prepared = _prepare_run(settings, out, resume, command, progress)
+    prepared = prepare_run(settings, out, resume, command, progress)
     if isinstance(prepared, Path):
         return prepared
-    policies = _train_runs(
+    policies = train_runs(
         [prepared], wandb_mode, progress, stop_after_chunks, wandb_group, preset, devices
     )
     return None if policies is None else policies[0]
@@ -495,7 +514,7 @@ def _stack(trees: Sequence[Any]) -> Any:
 
 
 def _open_wandb(
-    r: _Run, wandb_mode: str, wandb_group: str | None, preset: str | None, updates_done: int
+    r: Run, wandb_mode: str, wandb_group: str | None, preset: str | None, updates_done: int
 ) -> None:
     """Start (or, for a resumed run, continue) `r`'s W&B run; its id is kept in `WANDB_FILE`."""
     settings = r.settings
@@ -569,8 +588,8 @@ def train_mesh(settings: TrainSettings, devices: int | None, n_runs: int = 1):
     return mesh, 1 if n_runs > 1 else 0
 
 
-def _train_runs(
-    runs: Sequence[_Run],
+def train_runs(
+    runs: Sequence[Run],
     wandb_mode: str,
     progress: bool,
     stop_after_chunks: int | None,
@@ -578,7 +597,9 @@ def _train_runs(
     preset: str | None = None,
     devices: int | None = None,
 ) -> list[Path] | None:
-    """Train `runs` (same settings but the seed, same resume point) to the end; their policies.
+    """Train `runs` (same settings but the seed and float fields, same start) to the end.
+
+    Returns their policies' paths.
 
     One run is one program. Several are one `vmap`ped program (purejaxrl's
     `jit(vmap(train))`): their runners are stacked on a leading axis and every
@@ -621,6 +642,11 @@ def _train_runs(
         )
     else:
         runner, tasks = runners[0], member_tasks[0]
+    # a sweep's runs differ in float fields of their configs: those go in as vmapped leaves
+    configs = [r.settings.config for r in runs]
+    swept = (_stack(configs),) if any(c != configs[0] for c in configs[1:]) else ()
+    if swept:
+        chunk = compiled_sweep(settings.agent, config, settings.run.chunk_updates)
     if mesh is not None:
         placement = rollout.slot_placement(runner, mesh, axis)
         replicated = NamedSharding(mesh, PartitionSpec())
@@ -647,7 +673,7 @@ def _train_runs(
         f"{config.steps_per_update} env steps per chunk"
         + (f", {len(runs)} runs in one vmapped program" if stacked else ""),
     )
-    chunk = chunk.lower(runner, tasks).compile()
+    chunk = functools.partial(chunk.lower(*swept, runner, tasks).compile(), *swept)
     _say(
         progress,
         f"training: {config.total_steps} env steps in {n_chunks} chunk(s)"
@@ -715,7 +741,7 @@ def _train_runs(
 
 
 def _after_chunk(
-    r: _Run,
+    r: Run,
     runner: Any,
     stats: Any,
     elapsed: float,
@@ -925,16 +951,16 @@ def _train_group(
     runs = []
     for seed, folder, begun in zip(seeds, folders, started, strict=True):
         if begun:
-            runs.append(_prepare_run(None, folder, True, command, progress, at_update=at))
+            runs.append(prepare_run(None, folder, True, command, progress, at_update=at))
         else:
             folder.mkdir(parents=True, exist_ok=True)
             _keep_metrics_until(folder, 0)  # lines of a first chunk that was killed
             member = dataclasses.replace(settings, run=dataclasses.replace(settings.run, seed=seed))
-            runs.append(_prepare_run(member, folder, False, command, progress))
+            runs.append(prepare_run(member, folder, False, command, progress))
     print(f"members {', '.join(map(str, seeds))} in one program: {out}", flush=True)
     group = wandb_group or saved_wandb_run(folders[0]).get("group") or out.resolve().name
     try:
-        trained = _train_runs(runs, wandb_mode, progress, stop_after_chunks, group, preset, devices)
+        trained = train_runs(runs, wandb_mode, progress, stop_after_chunks, group, preset, devices)
         return trained is not None
     except KeyboardInterrupt:
         raise interrupted(folders[0], out) from None
@@ -973,7 +999,7 @@ def final_table(run_dir: str | Path) -> str | None:
 # --- command line ---------------------------------------------------------------------
 
 
-def _chosen(argv: Sequence[str]) -> TrainSettings:
+def chosen_preset(argv: Sequence[str]) -> TrainSettings:
     """The preset the command line names (`--agent`, `--preset`), before its flags are added."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--agent", default="ppo")
@@ -992,7 +1018,7 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     the env, the data and the run config is a flag (`metaal.experiments.flags`)
     whose default in `--help` is the chosen preset's (`--agent`, `--preset`).
     """
-    settings = _chosen(argv)
+    settings = chosen_preset(argv)
     parser.add_argument(
         "--agent",
         choices=sorted(configs.AGENTS),
