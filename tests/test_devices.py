@@ -36,14 +36,19 @@ print(json.dumps(out))
 """
 
 
-def test_two_devices_give_the_one_device_results_bit_for_bit():
+def on_two_devices(script: str) -> dict:
+    """The JSON line `script` prints, run in a fresh process with two forced host devices."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_two_devices_give_the_one_device_results_bit_for_bit():
+    out = on_two_devices(SCRIPT)
     assert len(out["1"]) == 2 * 2 * 4 * 9  # data sets x strategies x seeds x (budget + 1)
     assert out["1"] == out["2"]
     assert "--devices 3: this process sees 2 device(s) (cpu); choose 1..2" in out["error"]
@@ -92,13 +97,7 @@ print(json.dumps(out))
 
 
 def test_training_on_two_devices_agrees_with_one_up_to_float32_rounding():
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-    done = subprocess.run(
-        [sys.executable, "-c", TRAIN_SCRIPT], env=env, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = on_two_devices(TRAIN_SCRIPT)
     # the loss sums are all-reduced in another order: rounding, not a different run
     # (absolute differences; the weights are of order 0.1-1)
     assert out["ppo"] < 1e-5 and out["dqn"] < 1e-5, out
