@@ -71,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
         help="W&B group of the demo's training and evaluation runs (default: the run folder's "
         "name)",
     )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        help="local devices that share training's env slots and the evaluation's episodes "
+        "(default: all)",
+    )
 
 
 def summary_table(results_csv: Path, learned: str = "learned") -> str:
@@ -109,6 +115,9 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
     with flags.in_flag_terms({"budget": "--budget", "learner": "--learner"}):
         EnvConfig(budget=args.budget, learner=args.learner)  # bad values fail before any compute
+    from metaal.experiments.evaluate import episode_mesh
+
+    episode_mesh(args.devices)  # a device count this process cannot give: an error now
     out = Path(args.out) if args.out else outputs.fresh_folder("runs", "demo")
     with outputs.claim(out, holds=PARTS, fix="choose another --out"):
         print(f"run folder: {out}", flush=True)
@@ -144,6 +153,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
             wandb_mode=args.wandb_mode,
             command="metaal demo (training step)",
             wandb_group=group,
+            devices=args.devices,
         )
     print(
         f"demo 2/2: evaluating on the held-out suite ({args.seeds} seeds, budget {args.budget})",
@@ -163,6 +173,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         policy=policy,
         suite="heldout",
         wandb_group=group,
+        devices=args.devices,
     )
     print()
     print(summary_table(out / "eval" / "results.csv"))
