@@ -9,7 +9,8 @@ step itself.
 
 Episodes never truncate and every episode lasts exactly `budget` steps, so
 all slots terminate together; the reset (a cold learner fit) therefore runs
-under a `lax.cond` only on the steps where some slot terminated.
+under a `cond` only on the steps where some slot terminated (`lazy_cond`, so
+also in vmapped runs).
 
 Rewards are the env's, optionally divided by a per-task scale
 (`reward_norm="task"`): the validation accuracy a learner fitted on the whole
@@ -27,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from metaal.batching import lazy_cond
 from metaal.envs.core import ActiveLearningEnv, EnvParams, Observation
 
 REWARD_NORMS = ("none", "task")
@@ -124,7 +126,7 @@ def step(
         episode_length=jnp.where(done, 0, envs.episode_length + 1),
     )
 
-    def reset_done(current: Envs) -> Envs:
+    def reset_done(k_reset, tasks, done, current: Envs) -> Envs:
         fresh = reset(env, k_reset, tasks, num_envs)
 
         def pick(new, old):
@@ -132,7 +134,9 @@ def step(
 
         return jax.tree.map(pick, fresh, current)
 
-    envs = jax.lax.cond(jnp.any(done), reset_done, lambda current: current, stepped)
+    # a vmapped vote's or sweep's runs end their episodes at the same steps: under vmap the
+    # reset still runs only then (a plain cond would become a select, a reset every step)
+    envs = lazy_cond(jnp.any(done), reset_done, stepped, k_reset, tasks, done, stepped)
     out = StepOutput(
         reward=reward,
         done=done,
