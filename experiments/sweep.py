@@ -114,11 +114,14 @@ def sweep(
     wandb_mode: str = "offline",
     progress: bool = True,
     command: str = "",
+    program: str = "vmap",
 ) -> pd.DataFrame:
     """Train every combination of `grid` with `seeds` seeds as one program; the score table.
 
     `out` is checked and locked before anything is computed; it must not
     hold a sweep. Needs `settings.run.eval_tasks` > 0 (the validation score).
+    `program`: `vmap` (vectorised) or `map` (a loop inside the one program,
+    each run bit for bit itself trained alone; `train.MEMBER_PROGRAMS`).
     """
     out = Path(out)
     if settings.run.eval_tasks < 1:
@@ -127,6 +130,10 @@ def sweep(
         )
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    if program not in train_mod.MEMBER_PROGRAMS:
+        raise ValueError(
+            f"--program {program!r}: choose one of {', '.join(train_mod.MEMBER_PROGRAMS)}"
+        )
     for name in grid:
         if name not in sweepable(settings.config):
             raise ValueError(f"{name}: not a sweepable field of {type(settings.config).__name__}")
@@ -147,7 +154,8 @@ def sweep(
             r.out.mkdir(parents=True, exist_ok=True)
         if progress:
             print(f"{len(combos)} combinations x {seeds} seed(s) in one program: {out}", flush=True)
-        train_mod.train_runs(runs, wandb_mode, progress, None, wandb_group=out.resolve().name)
+        group = out.resolve().name
+        train_mod.train_runs(runs, wandb_mode, progress, None, group, program=program)
         rows = []
         for combo in combos:
             for seed in range(first, first + seeds):
@@ -255,6 +263,13 @@ def add_arguments(parser: argparse.ArgumentParser, argv: list[str] | None = None
         f"({', '.join(sweepable(chosen.config))})",
     )
     parser.add_argument("--seeds", type=int, default=2, help="seeds --seed, --seed + 1, ...")
+    parser.add_argument(
+        "--program",
+        choices=train_mod.MEMBER_PROGRAMS,
+        default="vmap",
+        help="vmap: the runs vectorised (equal to each run alone up to float32 rounding); "
+        "map: a loop inside the one program (bit for bit each run alone)",
+    )
     parser.add_argument("--out", help="sweep folder (default: runs/sweep_<agent>__<time>)")
     parser.add_argument(
         "--wandb-yaml",
@@ -291,7 +306,9 @@ def main(args: argparse.Namespace) -> int:
     grid = parse_grid(args.grid, settings.config)
     out = Path(args.out) if args.out else outputs.fresh_folder("runs", f"sweep_{settings.agent}")
     print(f"sweep folder: {out}", flush=True)
-    table = sweep(settings, grid, args.seeds, out, args.wandb_mode, not args.quiet, command)
+    table = sweep(
+        settings, grid, args.seeds, out, args.wandb_mode, not args.quiet, command, args.program
+    )
     print((out / "sweep.md").read_text())
     print(f"{len(table)} runs; table {out / SWEEP_FILE}, plot {out / 'sweep.png'}")
     return 0

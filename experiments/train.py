@@ -211,12 +211,45 @@ def eval_metrics(results: pd.DataFrame) -> dict[str, float]:
 # --- the run --------------------------------------------------------------------------
 
 
+#: How runs stacked in one program advance: `vmap` (vectorised: purejaxrl's
+#: `jit(vmap(train))`; each run equals itself trained alone up to float32 rounding, which
+#: a long run's sampled actions can amplify) or `map` (`lax.map`: one after another inside
+#: the program, each bit for bit the run alone; one compile, no vectorisation).
+MEMBER_PROGRAMS = ("vmap", "map")
+
+
+def _over_runs(chunk: Callable, program: str) -> Callable:
+    """Jitted `chunk(*stacked, tasks)` over runs stacked on a leading axis, by `program`.
+
+    `stacked` (the runners; for a sweep the configs first) carry the run
+    axis; `tasks` is shared but for its per-run reward scales (M, T).
+    """
+    if program not in MEMBER_PROGRAMS:
+        raise ValueError(f"--member-program {program!r}: choose one of {MEMBER_PROGRAMS}")
+
+    def over(*args):
+        *stacked, tasks = args
+
+        def run(parts):
+            return chunk(*parts[:-1], rollout.TrainingTasks(tasks.params, parts[-1]))
+
+        parts = (*stacked, tasks.reward_scale)
+        if program == "map":
+            return jax.lax.map(run, parts)
+        return jax.vmap(lambda *p: run(p))(*parts)
+
+    return jax.jit(over)
+
+
 @functools.lru_cache(maxsize=4)
-def compiled_sweep(agent_name: str, config: Any, chunk_updates: int) -> Callable:
-    """Jitted `chunk(configs, runner, tasks)` vmapped over runs whose configs differ in floats.
+def compiled_sweep(
+    agent_name: str, config: Any, chunk_updates: int, program: str = "vmap"
+) -> Callable:
+    """Jitted `chunk(configs, runner, tasks)` over runs whose configs differ in floats.
 
     `configs` is the runs' configs stacked on a leading axis (their float
-    fields are pytree leaves); every static field is `config`'s.
+    fields are pytree leaves); every static field is `config`'s. `program`:
+    `MEMBER_PROGRAMS`.
     """
     agent = get_agent(agent_name)
     env = make_env(config.env)
@@ -226,13 +259,12 @@ def compiled_sweep(agent_name: str, config: Any, chunk_updates: int) -> Callable
             lambda r, _: agent.update(config, r, tasks, env), runner, None, chunk_updates
         )
 
-    axes = rollout.TrainingTasks(params=None, reward_scale=0)
-    return jax.jit(jax.vmap(chunk, in_axes=(0, 0, axes)))
+    return _over_runs(chunk, program)
 
 
 @functools.lru_cache(maxsize=8)
 def compiled(
-    agent_name: str, config: Any, chunk_updates: int, members: int = 0
+    agent_name: str, config: Any, chunk_updates: int, members: int = 0, program: str = "vmap"
 ) -> tuple[Callable, Callable]:
     """Jitted `init(key, tasks)` and `chunk(runner, tasks)`, cached per (agent, config, K).
 
@@ -244,8 +276,7 @@ def compiled(
     init = jax.jit(lambda key, tasks: agent.init(config, key, tasks, env))
     chunk = make_chunk(agent, config, chunk_updates, env)
     if members:
-        axes = rollout.TrainingTasks(params=None, reward_scale=0)
-        chunk = jax.jit(jax.vmap(chunk, in_axes=(0, axes)))
+        chunk = _over_runs(chunk, program)
     return init, chunk
 
 
@@ -596,6 +627,7 @@ def train_runs(
     wandb_group: str | None = None,
     preset: str | None = None,
     devices: int | None = None,
+    program: str = "vmap",
 ) -> list[Path] | None:
     """Train `runs` (same settings but the seed and float fields, same start) to the end.
 
@@ -606,6 +638,7 @@ def train_runs(
     chunk advances all of them; each keeps its own folder, checkpoints,
     metrics, evaluation and W&B run, exactly as if it ran alone.
     `devices` local devices (None: all) share the env slots (`train_mesh`).
+    `program` says how stacked runs advance (`MEMBER_PROGRAMS`).
     """
     settings = runs[0].settings
     agent = get_agent(settings.agent)
@@ -620,7 +653,7 @@ def train_runs(
     stacked = len(runs) > 1
     mesh, axis = train_mesh(settings, devices, len(runs))
     init, chunk = compiled(
-        settings.agent, config, settings.run.chunk_updates, len(runs) if stacked else 0
+        settings.agent, config, settings.run.chunk_updates, len(runs) if stacked else 0, program
     )
     env = make_env(config.env)
     params, eval_names, eval_params = training_data(settings, env)
@@ -646,7 +679,7 @@ def train_runs(
     configs = [r.settings.config for r in runs]
     swept = (_stack(configs),) if any(c != configs[0] for c in configs[1:]) else ()
     if swept:
-        chunk = compiled_sweep(settings.agent, config, settings.run.chunk_updates)
+        chunk = compiled_sweep(settings.agent, config, settings.run.chunk_updates, program)
     if mesh is not None:
         placement = rollout.slot_placement(runner, mesh, axis)
         replicated = NamedSharding(mesh, PartitionSpec())
@@ -822,6 +855,7 @@ def train_members(
     member_group: int = 0,
     stop_after_chunks: int | None = None,
     devices: int | None = None,
+    member_program: str = "vmap",
 ) -> Path | None:
     """Train `members` runs (seeds seed, seed + 1, ...) and export their vote as OUT/policy.
 
@@ -829,14 +863,15 @@ def train_members(
 
     Each member is an ordinary run in OUT/seed<k> (checkpoints, resume, W&B);
     the vote (`LearnedStrategy.ensemble`) scores by the mean of the members'
-    standardised scores. `member_group` members train as one vmapped program
-    (0: all of them; 1: one after another, each its own program); a member of
-    a group equals the same seed trained alone up to float32 rounding (vmapped
-    reductions sum in another order). With `resume`, finished members are
-    kept, killed ones continue from their last checkpoint (a group's members
-    from the last update they all saved) and missing ones start, all from the
-    settings saved in OUT/members.json. `out` is checked and locked before
-    anything is computed. The members' W&B runs share one group:
+    standardised scores. `member_group` members train as one program (0: all
+    of them; 1: one after another, each its own program), vectorised
+    (`member_program="vmap"`: a member equals the same seed trained alone up
+    to float32 rounding, which sampled actions can amplify over a long run) or
+    looped inside the program (`"map"`: bit for bit the seed alone). With
+    `resume`, finished members are kept, killed ones continue from their last
+    checkpoint (a group's members from the last update they all saved) and
+    missing ones start, all from the settings saved in OUT/members.json.
+    `out` is checked and locked before anything is computed. The members' W&B runs share one group:
     `wandb_group`, else the one they logged to, else OUT's name.
     `stop_after_chunks` stops the first group early, as `train`'s does (None).
     """
@@ -851,6 +886,10 @@ def train_members(
         )
     if not resume and members < 1:
         raise ValueError(f"--members must be at least 1, got {members}")
+    if not resume and member_program not in MEMBER_PROGRAMS:
+        raise ValueError(
+            f"--member-program {member_program!r}: choose one of {', '.join(MEMBER_PROGRAMS)}"
+        )
     if not resume and member_group < 0:
         raise ValueError(
             f"--member-group must be >= 0 (0: every member in one program), got {member_group}"
@@ -867,6 +906,7 @@ def train_members(
             settings, seeds = TrainSettings.from_dict(saved["settings"]), saved["seeds"]
             command = saved.get("command", command)
             member_group = saved.get("member_group", 1)  # votes before groups: one by one
+            member_program = saved.get("member_program", "vmap")
         else:
             if record.exists() or checkpoint.list_checkpoints(out):
                 raise checkpoint.CheckpointError(
@@ -883,6 +923,7 @@ def train_members(
                             "seeds": seeds,
                             "command": command,
                             "member_group": member_group,
+                            "member_program": member_program,
                         }
                     ),
                 )
@@ -892,7 +933,7 @@ def train_members(
             finished = _train_group(
                 settings, out, group, command, wandb_mode=wandb_mode, progress=progress,
                 wandb_group=wandb_group, preset=preset, stop_after_chunks=stop_after_chunks,
-                devices=devices,
+                devices=devices, program=member_program,
             )  # fmt: skip
             if not finished:
                 return None
@@ -934,6 +975,7 @@ def _train_group(
     preset: str | None,
     stop_after_chunks: int | None = None,
     devices: int | None = None,
+    program: str = "vmap",
 ) -> bool:
     """Train the vote members `seeds` as one vmapped program, each into its own folder.
 
@@ -960,7 +1002,9 @@ def _train_group(
     print(f"members {', '.join(map(str, seeds))} in one program: {out}", flush=True)
     group = wandb_group or saved_wandb_run(folders[0]).get("group") or out.resolve().name
     try:
-        trained = train_runs(runs, wandb_mode, progress, stop_after_chunks, group, preset, devices)
+        trained = train_runs(
+            runs, wandb_mode, progress, stop_after_chunks, group, preset, devices, program
+        )
         return trained is not None
     except KeyboardInterrupt:
         raise interrupted(folders[0], out) from None
@@ -1036,6 +1080,13 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
         type=int,
         help="train this many runs (seeds --seed, --seed + 1, ...) and export their vote "
         "(the mean of their standardised scores) (default: 1)",
+    )
+    parser.add_argument(
+        "--member-program",
+        choices=MEMBER_PROGRAMS,
+        help="how a group's members advance in their one program: vmap (vectorised; equal to "
+        "each seed alone up to float32 rounding) or map (a loop; bit for bit each seed "
+        "alone) (default: vmap)",
     )
     parser.add_argument(
         "--member-group",
@@ -1139,7 +1190,7 @@ def main(args: argparse.Namespace) -> int:
     if args.resume:
         sections = configs.preset(args.preset or "demo", args.agent or "ppo").sections()
         given = flags.given_flags(args, sections)
-        own = ("agent", "preset", "members", "member_group", "shortlist")
+        own = ("agent", "preset", "members", "member_group", "member_program", "shortlist")
         given += [f"--{o.replace('_', '-')}" for o in own if getattr(args, o, None) is not None]
         if given:
             raise ValueError(
@@ -1168,11 +1219,17 @@ def main(args: argparse.Namespace) -> int:
         print(f"run folder: {out}", flush=True)
         run_kwargs["preset"] = args.preset or "demo"
         if args.members is None:
-            if args.member_group is not None:
-                raise ValueError("--member-group groups the members of a vote: add --members N")
+            for flag in ("member_group", "member_program"):
+                if getattr(args, flag) is not None:
+                    raise ValueError(
+                        f"--{flag.replace('_', '-')} sets how a vote's members train: add "
+                        "--members N"
+                    )
             policy = train(settings, out, **run_kwargs)
         else:
             group = {} if args.member_group is None else {"member_group": args.member_group}
+            if args.member_program is not None:
+                group["member_program"] = args.member_program
             policy = train_members(settings, out, args.members, **run_kwargs, **group)
     if not distributed.is_writer():
         print(f"process {jax.process_index()} of {jax.process_count()}: done (process 0 wrote)")

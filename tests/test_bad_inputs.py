@@ -154,7 +154,7 @@ CLI_CASES = [
     ("train --member-group -1", "train", TR + ["--members", "2", "--member-group", "-1"], 2,
      ["--member-group must be >= 0"]),
     ("train --member-group without --members", "train", TR + ["--member-group", "2"], 2,
-     ["--member-group groups the members of a vote: add --members N"]),
+     ["--member-group sets how a vote's members train: add --members N"]),
     ("train --resume with --member-group", "train",
      ["--resume", "{fx}/unfinished", "--member-group", "1"], 2, ["drop --member-group"]),
     ("train --shortlist -1", "train", TR + ["--shortlist", "-1"], 2, ["--shortlist must be >= 0"]),

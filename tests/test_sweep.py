@@ -89,3 +89,18 @@ def test_bad_sweeps_are_refused_before_training(extra, message, tmp_path, capsys
     assert cli.main(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_a_looped_sweep_trains_each_combination_bit_for_bit_as_alone(tmp_path):
+    settings = tiny()
+    out = tmp_path / "looped"
+    sweep.sweep(settings, {"ent_coef": [0.0, 0.05]}, 1, out, "disabled", False, program="map")
+    for coef in (0.0, 0.05):
+        alone_settings = dataclasses.replace(
+            settings, config=settings.config.replace(ent_coef=coef)
+        )
+        alone = train_mod.train(alone_settings, tmp_path / f"alone{coef}", wandb_mode="disabled",
+                                progress=False)  # fmt: skip
+        folder = out / sweep.run_name({"ent_coef": coef}, 0)
+        for a, b in zip(leaves(alone), leaves(folder / "policy"), strict=True):
+            np.testing.assert_array_equal(a, b)

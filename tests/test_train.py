@@ -448,3 +448,25 @@ def test_a_vmapped_vote_equals_its_members_alone_and_resumes_a_member_behind_bit
             .splitlines()
         ]
         assert read == want  # every chunk logged once
+
+
+def test_a_looped_vote_trains_each_member_bit_for_bit_as_alone(tmp_path):
+    settings = tiny("dqn", eval_tasks=0)
+    quiet = {"wandb_mode": "disabled", "progress": False}
+    out = tmp_path / "looped"
+    vote = train_mod.train_members(settings, out, members=2, member_program="map", **quiet)
+    assert json.loads((out / train_mod.MEMBERS_FILE).read_text())["member_program"] == "map"
+    vote = LearnedStrategy.load(vote)
+    for i, seed in enumerate((0, 1)):
+        run = dataclasses.replace(settings.run, seed=seed)
+        alone = train_mod.train(
+            dataclasses.replace(settings, run=run), tmp_path / f"alone{seed}", **quiet
+        )
+        for x, y in zip(
+            jax.tree.leaves(LearnedStrategy.load(alone).params),
+            jax.tree.leaves(vote.params),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(np.asarray(y)[i], np.asarray(x))
+    with pytest.raises(ValueError, match="--member-program 'scan': choose one of vmap, map"):
+        train_mod.train_members(settings, tmp_path / "bad", 2, member_program="scan", **quiet)
