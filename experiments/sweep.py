@@ -278,7 +278,10 @@ def add_arguments(parser: argparse.ArgumentParser, argv: list[str] | None = None
         "train nothing (default: off)",
     )
     parser.add_argument(
-        "--wandb-mode", choices=("online", "offline", "disabled"), default="offline"
+        "--wandb-mode",
+        choices=("online", "offline", "disabled"),
+        default="offline",
+        help="W&B logging mode of every run",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     if chosen.agent != "imitation":
