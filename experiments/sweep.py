@@ -41,7 +41,7 @@ from typing import Any
 
 import pandas as pd
 
-from metaal import atomic
+from metaal import atomic, tracking
 from metaal.experiments import configs, flags, outputs
 from metaal.experiments import train as train_mod
 from metaal.experiments.configs import TrainSettings
@@ -159,8 +159,8 @@ def sweep(
         rows = []
         for combo in combos:
             for seed in range(first, first + seeds):
-                last = train_mod.METRICS_FILE
-                lines = (out / run_name(combo, seed) / last).read_text().splitlines()
+                metrics_file = out / run_name(combo, seed) / train_mod.METRICS_FILE
+                lines = metrics_file.read_text().splitlines()
                 final = json.loads(lines[-1])
                 rows.append(
                     {
@@ -279,7 +279,7 @@ def add_arguments(parser: argparse.ArgumentParser, argv: list[str] | None = None
     )
     parser.add_argument(
         "--wandb-mode",
-        choices=("online", "offline", "disabled"),
+        choices=tracking.MODES,
         default="offline",
         help="W&B logging mode of every run",
     )
