@@ -9,6 +9,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from metaal.data import load_task, make_split, stack_splits
+from metaal.envs.core import ActiveLearningEnv, EnvConfig, make_params
 from metaal.learners import make_learner
 
 # Real suite data sets (train and held-out suites): 2..6 classes, 4..61 features.
@@ -69,6 +70,103 @@ def test_logreg_matches_sklearn_on_suite_datasets(suite_splits):
         assert (ours == sk_pred).mean() >= 0.97, split.name
     assert len(gaps) >= 10
     assert max(gaps.values()) <= 0.02, gaps
+
+
+# --- every step of an episode: the binary fit, and scikit-learn ------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_class_split():
+    return make_split(load_task("keel/pima"), seed=0, max_pool=500, max_val=100, max_test=500)
+
+
+def test_binary_logreg_follows_the_multinomial_iterates(two_class_split):
+    """Two classes: the logit-difference fit (`binary`, the default) gives the multinomial
+    fit's probabilities at every refit of an episode-like sequence (a cold fit of 50 steps
+    on 5 rows, then one row and a warm fit of 5 steps at a time), and its u is the
+    multinomial's w_1 - w_0."""
+    split = two_class_split
+    X, y = split.pool_X[:65].astype(np.float32), split.pool_y[:65]
+    mask = jnp.ones(2, bool)
+    pair = {}
+    for binary in (True, False):
+        cold = make_learner("logreg", steps=50, power_iters=12, binary=binary)
+        warm = make_learner("logreg", steps=5, power_iters=1, binary=binary)
+        pair[binary] = (cold, jax.jit(cold.fit), jax.jit(warm.fit), jax.jit(warm.predict_proba))
+    params = {b: pair[b][0].init(None, X.shape[1], 2) for b in pair}
+    assert set(params[True]) == {"u", "c", "v"} and set(params[False]) == {"W", "b", "v"}
+    for n in range(5, 66):
+        w = (np.arange(len(y)) < n).astype(np.float32)
+        probs = {}
+        for b, (_, cold_fit, warm_fit, proba) in pair.items():
+            params[b] = (cold_fit if n == 5 else warm_fit)(params[b], X, y, w, mask)
+            probs[b] = np.asarray(proba(params[b], split.test_X, mask))
+        np.testing.assert_allclose(probs[True], probs[False], atol=2e-5, err_msg=f"n={n}")
+    W = np.asarray(params[False]["W"])
+    np.testing.assert_allclose(params[True]["u"], W[:, 1] - W[:, 0], atol=1e-4)
+    np.testing.assert_allclose(W[:, 0], -W[:, 1], atol=1e-5)  # the symmetry it rests on
+
+
+#: Smallest and mean per-step agreement with scikit-learn over the 61 states of a 60-step
+#: episode, a few points under the measured 0.939 / 0.980 (pima), 0.865 / 0.968
+#: (australian), 0.638 / 0.899 (vehicle) and 0.864 / 0.980 (iris). The 5-step warm refit
+#: tracks the optimum, not exactly: least in the first steps of a 4-class task, when each
+#: of the few labels moves the optimum most.
+AGREEMENT = {
+    "keel/pima": (0.90, 0.96),
+    "keel/australian": (0.83, 0.95),
+    "keel/vehicle": (0.60, 0.87),
+    "sklearn/iris": (0.83, 0.96),
+}
+
+
+@pytest.mark.parametrize(
+    "names", [("keel/pima", "keel/australian"), ("keel/vehicle", "sklearn/iris")]
+)
+def test_env_learner_agrees_with_sklearn_at_every_step(names):
+    """The env's refit (logreg, 5 warm steps a label) at every step of a 60-step episode
+    against scikit-learn's LogisticRegression(C=1) fitted to convergence on the same
+    labelled rows: the share of equal test predictions, at its smallest and on average.
+    Two two-class sets padded together (2 classes: the binary fit) and two of 4 and 3
+    classes (the multinomial fit); each pair is one vmapped episode."""
+    splits = [
+        make_split(load_task(name), seed=0, max_pool=500, max_val=100, max_test=500)
+        for name in names
+    ]
+    batch = jax.vmap(make_params)(stack_splits(splits))
+    budget = 60
+    env = ActiveLearningEnv(EnvConfig(budget=budget, n_initial=5))
+
+    def episode(key, params):
+        _, state = env.reset_env(key, params)
+
+        def step(state, k):
+            _, state, *_ = env.step_env(k, state, 0, params)
+            return state, state.learner
+
+        final, learners = jax.lax.scan(step, state, jax.random.split(key, budget))
+        learners = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), state.learner, learners)
+        task = params.task
+        predict = jax.vmap(lambda p: env.learner_step.predict(p, task.test_X, task.class_mask))
+        return predict(learners), final.labeled_idx, final.n_labeled, final.learner
+
+    keys = jax.random.split(jax.random.key(0), len(splits))
+    predictions, order, n_labeled, learner = jax.jit(jax.vmap(episode))(keys, batch)
+    assert ("u" in learner) == (batch.task.class_mask.shape[-1] == 2)
+    np.testing.assert_array_equal(n_labeled, 5 + budget)  # every pick valid: step t, 5 + t rows
+    for i, split in enumerate(splits):
+        agreement = []
+        for t in range(budget + 1):
+            rows = np.asarray(order[i, : 5 + t])
+            if len(np.unique(split.pool_y[rows])) >= 2:
+                reference = LogisticRegression(C=1.0, max_iter=5000)
+                reference.fit(split.pool_X[rows], split.pool_y[rows])
+                ours = np.asarray(predictions[i, t, : len(split.test_y)])
+                agreement.append((ours == reference.predict(split.test_X)).mean())
+        smallest, mean = AGREEMENT[split.name]
+        assert len(agreement) >= 55, split.name
+        assert min(agreement) >= smallest, (split.name, agreement)
+        assert np.mean(agreement) >= mean, (split.name, agreement)
 
 
 # --- padding, determinism, probabilities ---------------------------------------------------

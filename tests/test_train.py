@@ -405,18 +405,16 @@ def test_a_vmapped_vote_equals_its_members_alone_and_resumes_a_member_behind_bit
     full = tmp_path / "full"
     vote = LearnedStrategy.load(train_mod.train_members(settings, full, members=2, **quiet))
     assert json.loads((full / train_mod.MEMBERS_FILE).read_text())["member_group"] == 0
-    # each member against the same seed trained alone: vmapped sums round differently
-    for i, seed in enumerate((0, 1)):
-        alone_settings = dataclasses.replace(
-            settings, run=dataclasses.replace(settings.run, seed=seed)
-        )
-        alone = train_mod.train(alone_settings, tmp_path / f"alone{seed}", **quiet)
-        for x, y in zip(
-            jax.tree.leaves(LearnedStrategy.load(alone).params),
-            jax.tree.leaves(vote.params),
-            strict=True,
-        ):
-            np.testing.assert_allclose(np.asarray(y)[i], np.asarray(x), rtol=1e-4, atol=1e-6)
+    # member 1 (not the first slot) against seed 1 trained alone: vmapped sums round
+    # differently (the looped vote below is bit for bit)
+    alone_settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, seed=1))
+    alone = train_mod.train(alone_settings, tmp_path / "alone1", **quiet)
+    for x, y in zip(
+        jax.tree.leaves(LearnedStrategy.load(alone).params),
+        jax.tree.leaves(vote.params),
+        strict=True,
+    ):
+        np.testing.assert_allclose(np.asarray(y)[1], np.asarray(x), rtol=1e-4, atol=1e-6)
     # killed after chunk 2 between the two members' saves: seed 1 is a chunk behind
     killed = tmp_path / "killed"
     assert (

@@ -22,6 +22,13 @@ worker that imported jax and the env and built the same task data but ran
 nothing; plus XLA's own compiled memory analysis (arguments + outputs +
 temporaries) of the episode call.
 
+Refit: the learner's warm refit alone (the env's `learner_step.fit`, 5 steps,
+on the labelled rows padded to n_initial + budget, half of them labelled),
+vmapped over the same envs and timed the same way: CPU-us per refit beside
+CPU-us per env step. `--compare-learner` (default `logreg:binary=false`, the
+two-column fit the binary one replaced) runs the 1-device worker once more
+with that learner, so the before/after ratio comes from the same run.
+
 Reference env (`reference_env.ReferenceEnv`): one episode at a time with
 scikit-learn's `LogisticRegression` (lbfgs, warm start) refitted after each
 label, BLAS limited to one thread (faster than two on these tiny fits);
@@ -102,7 +109,9 @@ def random_episode(env, params, budget: int):
     return episode
 
 
-def jax_worker(n_envs: int, budget: int, devices: int, repeats: int, run: bool) -> dict:
+def jax_worker(
+    n_envs: int, budget: int, devices: int, repeats: int, run: bool, learner: str = "logreg"
+) -> dict:
     """Time the vmapped env (or only build its inputs when `run` is False); return a result dict."""
     import jax
     from jax.sharding import Mesh, NamedSharding
@@ -118,7 +127,7 @@ def jax_worker(n_envs: int, budget: int, devices: int, repeats: int, run: bool) 
         result["peak_rss_mib"] = _peak_rss_mib()
         return result
     env = ActiveLearningEnv(
-        EnvConfig(budget=budget, n_initial=5, n_candidates=CANDIDATES, learner="logreg")
+        EnvConfig(budget=budget, n_initial=5, n_candidates=CANDIDATES, learner=learner)
     )
 
     def reset(key):
@@ -159,6 +168,7 @@ def jax_worker(n_envs: int, budget: int, devices: int, repeats: int, run: bool) 
         episode_cpu.append(c2 - c1)
     steps = n_envs * budget
     best = int(np.argmin(episode_times))
+    refit_us = _refit_cpu_us(env, params, state, repeats) if devices == 1 else float("nan")
     mem = episode_c.memory_analysis()
     result.update(
         steps_per_s=steps / episode_times[best],
@@ -167,6 +177,7 @@ def jax_worker(n_envs: int, budget: int, devices: int, repeats: int, run: bool) 
         cores_busy=episode_cpu[best] / episode_times[best],
         cpu_us_per_step=1e6 * episode_cpu[best] / steps,
         reset_s=reset_times[best],
+        refit_cpu_us=refit_us,
         mean_return=float(np.mean(np.asarray(returns))),
         mean_test_score=float(np.mean(np.asarray(test_scores))),
         xla_argument_mib=mem.argument_size_in_bytes / 2**20,
@@ -177,7 +188,32 @@ def jax_worker(n_envs: int, budget: int, devices: int, repeats: int, run: bool) 
     return result
 
 
-def run_worker(args: argparse.Namespace, devices: int, run: bool = True) -> dict:
+def _refit_cpu_us(env, params, state, repeats: int) -> float:
+    """CPU-us per warm refit: the env's refit of every env at once, half the rows labelled."""
+    import jax
+    import jax.numpy as jnp
+
+    rows = state.labeled_y.shape[-1]
+    weights = (jnp.arange(rows) < rows // 2).astype(jnp.float32)
+    mask = params.task.class_mask
+
+    def refit(learner, X, y):
+        return env.learner_step.fit(learner, X, y, weights, mask)
+
+    fit = jax.jit(jax.vmap(refit)).lower(state.learner, state.labeled_X, state.labeled_y)
+    fit = fit.compile()
+    jax.block_until_ready(fit(state.learner, state.labeled_X, state.labeled_y))
+    cpu = []
+    for _ in range(repeats):
+        c0 = time.process_time()
+        jax.block_until_ready(fit(state.learner, state.labeled_X, state.labeled_y))
+        cpu.append(time.process_time() - c0)
+    return 1e6 * min(cpu) / state.step.shape[0]  # per env: the call refits every env
+
+
+def run_worker(
+    args: argparse.Namespace, devices: int, run: bool = True, learner: str = "logreg"
+) -> dict:
     """Run `jax_worker` in a fresh process with `devices` host devices; its result dict."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = (
@@ -189,7 +225,7 @@ def run_worker(args: argparse.Namespace, devices: int, run: bool = True) -> dict
         "-m",
         "metaal.experiments.benchmarks.env_throughput",
         "--worker",
-        json.dumps({"devices": devices, "run": run}),
+        json.dumps({"devices": devices, "run": run, "learner": learner}),
         "--envs",
         str(args.envs),
         "--budget",
@@ -236,11 +272,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=int, default=100, help="queries per episode")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per JAX config")
     parser.add_argument("--reference-episodes", type=int, default=3)
+    parser.add_argument(
+        "--compare-learner",
+        default="logreg:binary=false",
+        help="learner of one more 1-device run, for a before/after ratio ('' skips it)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         spec = json.loads(args.worker)
-        result = jax_worker(args.envs, args.budget, spec["devices"], args.repeats, spec["run"])
+        result = jax_worker(
+            args.envs, args.budget, spec["devices"], args.repeats, spec["run"], spec["learner"]
+        )
         print(json.dumps(result))
         return
 
@@ -263,6 +306,20 @@ def main(argv: list[str] | None = None) -> None:
             f"compile {r['compile_s']:.1f}s, mean return {r['mean_return']:.4f}"
         )
     one = results[1]
+    print(
+        f"refit alone (5 warm steps, 1 device): {one['refit_cpu_us']:.1f} CPU-us per refit "
+        f"against {one['cpu_us_per_step']:.1f} CPU-us per env step "
+        f"({one['refit_cpu_us'] / one['cpu_us_per_step']:.0%} of the step)"
+    )
+    if args.compare_learner:
+        other = run_worker(args, devices=1, learner=args.compare_learner)
+        print(
+            f"jax 1 device, learner {args.compare_learner}: {other['steps_per_s']:,.0f} "
+            f"steps/s, {other['cpu_us_per_step']:.1f} CPU-us per env step, refit "
+            f"{other['refit_cpu_us']:.1f} CPU-us, mean return {other['mean_return']:.4f}; "
+            f"logreg / {args.compare_learner}: "
+            f"{one['steps_per_s'] / other['steps_per_s']:.2f}x steps/s"
+        )
     print(
         f"memory of {args.envs} envs: peak RSS {one['peak_rss_mib']:.0f} MiB - baseline "
         f"{baseline['peak_rss_mib']:.0f} MiB (jax + env imported, task data built) = "
