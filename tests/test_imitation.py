@@ -204,6 +204,7 @@ def test_imitation_learns_to_pick_the_best_candidate_on_a_probe():
     assert float(jnp.mean(picked == best)) >= 0.95
 
 
+@pytest.mark.slow  # out of CI's 20 minutes; run with -m slow
 def test_train_runs_dagger_rounds_and_is_reproducible():
     splits = [make_split(_task(s, d=4 + s), s) for s in range(2)]
     tasks = rollout.training_tasks(None, jax.vmap(make_params)(stack_splits(splits)))

@@ -117,6 +117,7 @@ def parse_train(*argv):
 TINY = ("--preset", "tiny", "--agent", "ppo", "--wandb-mode", "disabled")
 
 
+@pytest.mark.slow  # out of CI's 20 minutes; run with -m slow
 def test_train_says_folder_phases_rounding_and_the_final_table(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     # tiny PPO: 16 env steps per update, 2 updates per chunk: 80 steps -> 3 chunks of 32

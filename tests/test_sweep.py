@@ -24,6 +24,7 @@ def leaves(policy):
     return [np.asarray(x) for x in jax.tree.leaves(LearnedStrategy.load(policy).params)]
 
 
+@pytest.mark.slow  # out of CI's 20 minutes; run with -m slow
 def test_a_sweep_trains_each_combination_as_if_alone_and_scores_it_on_validation(tmp_path):
     settings = tiny()
     out = tmp_path / "sweep"
@@ -94,7 +95,7 @@ def test_bad_sweeps_are_refused_before_training(extra, message, tmp_path, capsys
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.slow  # crashed XLA's compiler (abort) late in two full CI sessions; alone it passes
+@pytest.mark.slow  # out of CI's 20 minutes; run with -m slow
 def test_a_looped_sweep_trains_each_combination_bit_for_bit_as_alone(tmp_path):
     settings = tiny()
     out = tmp_path / "looped"

@@ -262,6 +262,7 @@ def test_dqn_and_ppo_chunks_hold_as_many_env_steps(name):
     assert dqn.run.eval_every == ppo.run.eval_every  # so both evaluate as often, in env steps
 
 
+@pytest.mark.slow  # out of CI's 20 minutes; run with -m slow
 def test_training_time_evaluation_equals_metaal_evaluate_of_the_exported_policy(tmp_path):
     from metaal.experiments import evaluate
 
@@ -397,6 +398,7 @@ def test_demo_trains_and_evaluates_in_one_wandb_group(tmp_path, monkeypatch, giv
     assert calls["train"]["wandb_group"] == calls["evaluate"]["wandb_group"] == group
 
 
+@pytest.mark.slow  # out of CI's 20 minutes; run with -m slow
 def test_a_vmapped_vote_equals_its_members_alone_and_resumes_a_member_behind_bit_for_bit(
     tmp_path,
 ):
