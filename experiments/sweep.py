@@ -130,10 +130,7 @@ def sweep(
         )
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
-    if program not in train_mod.MEMBER_PROGRAMS:
-        raise ValueError(
-            f"--program {program!r}: choose one of {', '.join(train_mod.MEMBER_PROGRAMS)}"
-        )
+    train_mod.check_program(program, "--program")
     for name in grid:
         if name not in sweepable(settings.config):
             raise ValueError(f"{name}: not a sweepable field of {type(settings.config).__name__}")

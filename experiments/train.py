@@ -218,14 +218,19 @@ def eval_metrics(results: pd.DataFrame) -> dict[str, float]:
 MEMBER_PROGRAMS = ("vmap", "map")
 
 
+def check_program(program: str, flag: str = "--member-program") -> None:
+    """Refuse a `program` that is not one of `MEMBER_PROGRAMS`, naming `flag`."""
+    if program not in MEMBER_PROGRAMS:
+        raise ValueError(f"{flag} {program!r}: choose one of {', '.join(MEMBER_PROGRAMS)}")
+
+
 def _over_runs(chunk: Callable, program: str) -> Callable:
     """Jitted `chunk(*stacked, tasks)` over runs stacked on a leading axis, by `program`.
 
     `stacked` (the runners; for a sweep the configs first) carry the run
     axis; `tasks` is shared but for its per-run reward scales (M, T).
     """
-    if program not in MEMBER_PROGRAMS:
-        raise ValueError(f"--member-program {program!r}: choose one of {MEMBER_PROGRAMS}")
+    check_program(program)
 
     def over(*args):
         *stacked, tasks = args
@@ -886,10 +891,8 @@ def train_members(
         )
     if not resume and members < 1:
         raise ValueError(f"--members must be at least 1, got {members}")
-    if not resume and member_program not in MEMBER_PROGRAMS:
-        raise ValueError(
-            f"--member-program {member_program!r}: choose one of {', '.join(MEMBER_PROGRAMS)}"
-        )
+    if not resume:
+        check_program(member_program)
     if not resume and member_group < 0:
         raise ValueError(
             f"--member-group must be >= 0 (0: every member in one program), got {member_group}"
