@@ -59,6 +59,7 @@ from metaal.envs.core import ActiveLearningEnv, EnvConfig, EnvParams
 from metaal.features import Observation
 from metaal.policy_net import NEG_INF, margin_shortlist, network
 from metaal.strategies.base import select
+from metaal.strategies.selector import check_proposers, selector_columns, selector_observation
 
 FIRST_POLICIES = ("oracle", "margin")
 EXPERT_SETS = ("val", "pool+val")
@@ -100,6 +101,11 @@ class ImitationConfig:
     shortlist: int = struct.field(pytree_node=False, default=16)
     """If > 0, the policy only reorders margin sampling's `shortlist` most uncertain candidates
     (and those are the ones the expert labels); 0 lets it pick any candidate."""
+    proposers: tuple[str, ...] = struct.field(pytree_node=False, default=())
+    """If set, a strategy selector: the policy chooses among these heuristics' picks of each
+    step (`metaal.strategies.selector`), the expert labels exactly those, and the candidates
+    carry the selector columns (who proposed them, how much the heuristics disagree). Needs
+    shortlist 0 and n_labels = n_policy_labels = the number of proposers."""
     state_hidden: int = struct.field(pytree_node=False, default=32)
     """State embedding width of the `CandidateScorer`."""
     loss: str = struct.field(pytree_node=False, default="listwise")
@@ -166,6 +172,20 @@ class ImitationConfig:
                 f"n_policy_labels ({self.n_policy_labels}) must lie in 0..n_labels "
                 f"({self.n_labels})"
             )
+        if self.proposers:
+            names = check_proposers(self.proposers)
+            object.__setattr__(self, "proposers", names)  # a JSON list hashes as a tuple
+            if self.shortlist:
+                raise ValueError(
+                    f"a selector (proposers {list(names)}) chooses among its proposers' picks; "
+                    f"set shortlist 0 (got {self.shortlist})"
+                )
+            if not self.n_policy_labels == self.n_labels == len(names):
+                raise ValueError(
+                    f"a selector's expert labels every proposal: set n_labels = "
+                    f"n_policy_labels = {len(names)} (the number of proposers; got "
+                    f"{self.n_labels} and {self.n_policy_labels})"
+                )
         if self.shortlist and not self.n_policy_labels == self.n_labels <= self.shortlist:
             raise ValueError(
                 f"with shortlist={self.shortlist} the expert labels the shortlist's top "
@@ -209,7 +229,7 @@ def make_scorer(config: ImitationConfig) -> Scorer:
     The linear ranker, `scores = candidates @ w + b`, is the floor a network
     must beat; it is `metaal.strategies.learned.linear_scorer` at transfer time.
     """
-    n_features = len(ActiveLearningEnv(config.env).features)
+    n_features = n_columns(config)
     if not config.hidden:
 
         def init_linear(key):
@@ -229,6 +249,11 @@ def make_scorer(config: ImitationConfig) -> Scorer:
         return net.init(key, jnp.zeros((n_state,)), dummy, jnp.ones((2,), bool))
 
     return Scorer(init, lambda params, *obs: net.apply(params, *obs)[0])
+
+
+def n_columns(config: ImitationConfig) -> int:
+    """Candidate columns the scorer reads: the env's, then a selector's (`selector_columns`)."""
+    return len(ActiveLearningEnv(config.env).features) + len(selector_columns(config.proposers))
 
 
 def policy_scores(scorer: Scorer, params: Any, obs: Observation, shortlist: int = 0) -> jnp.ndarray:
@@ -328,15 +353,20 @@ def make_episode(config: ImitationConfig, scorer: Scorer) -> Callable:
         def step(carry, key):
             obs, state = carry
             k_lab, k_exp, k_pol, k_coin, k_env = jax.random.split(key, 5)
-            learned = policy_scores(scorer, net_params, obs, config.shortlist)
+            seen = obs  # what the policy scores: a selector's proposals with their columns
+            if config.proposers:  # its own key, so the other recipes' draws stay as they were
+                ctx = env.context(state, params)
+                seen = selector_observation(config.proposers, jax.random.fold_in(key, 5), obs, ctx)
+            learned = policy_scores(scorer, net_params, seen, config.shortlist)
             margin = jnp.where(obs.action_mask, -obs.column("margin"), -jnp.inf)
-            proposal = margin if config.shortlist else jnp.where(first, margin, learned)
+            restricted = config.shortlist or config.proposers
+            proposal = margin if restricted else jnp.where(first, margin, learned)
             idx, lab_mask = _choose_labelled(
-                k_lab, proposal, obs.action_mask, config.n_labels, config.n_policy_labels
+                k_lab, proposal, seen.action_mask, config.n_labels, config.n_policy_labels
             )
             gains = teacher(state, params, idx, lab_mask)
             expert = idx[select(gains, lab_mask, k_exp)]
-            own = select(learned, obs.action_mask, k_pol)
+            own = select(learned, seen.action_mask, k_pol)
             if config.first_policy == "margin":
                 first_action = select(margin, obs.action_mask, k_pol)
             else:
@@ -353,7 +383,7 @@ def make_episode(config: ImitationConfig, scorer: Scorer) -> Callable:
             }
             sample = Samples(
                 state=obs.state,
-                candidates=obs.candidates[idx],
+                candidates=seen.candidates[idx],
                 mask=lab_mask,
                 gains=gains,
                 index=state.candidates[idx],
@@ -499,7 +529,7 @@ def empty_buffer(config: ImitationConfig, size: int) -> Samples:
     n_state = features.n_state_features(config.env.probe_size)
     return Samples(
         state=jnp.zeros((size, n_state)),
-        candidates=jnp.zeros((size, config.n_labels, len(ActiveLearningEnv(config.env).features))),
+        candidates=jnp.zeros((size, config.n_labels, n_columns(config))),
         mask=jnp.zeros((size, config.n_labels), bool),
         gains=jnp.zeros((size, config.n_labels)),
         index=jnp.zeros((size, config.n_labels), jnp.int32),

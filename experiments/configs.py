@@ -25,6 +25,7 @@ from metaal.agents.dqn import DQNConfig
 from metaal.agents.imitation import ImitationConfig
 from metaal.agents.ppo import PPOConfig
 from metaal.envs.core import EnvConfig
+from metaal.strategies.selector import DEFAULT_PROPOSERS, PROPOSERS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +209,14 @@ _M0 = {**_POOL, "first_policy": "margin", "beta_decay": 0.0}
 _SL16 = {**_M0, "targets": "episode", "shortlist": 16, "n_labels": 16, "n_policy_labels": 16}
 _BIG = {"n_rounds": 6, "n_envs": 32, "updates_per_round": 600}
 _HUGE = {"n_rounds": 8, "n_envs": 64, "updates_per_round": 800}
+# the strategy selector (issue 16): sl16_big's data, choosing among heuristics' picks
+_SEL = {**_SL16, **_BIG, "shortlist": 0}
+
+
+def _selector(proposers: tuple[str, ...]) -> dict[str, Any]:
+    n = len(proposers)
+    return {**_SEL, "proposers": proposers, "n_labels": n, "n_policy_labels": n}
+
 
 #: name -> (what it changes, ImitationConfig fields, training suite)
 IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -244,6 +253,17 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
     "sl32_huge": (
         "sl16_huge with a shortlist of 32",
         {**_SL16, **_HUGE, "shortlist": 32, "n_labels": 32, "n_policy_labels": 32},
+        "train",
+    ),
+    "sel_big": (
+        "sl16_big's data; the policy chooses among the picks of margin, entropy, BADGE, "
+        "core-set, density and random (a strategy selector)",
+        _selector(DEFAULT_PROPOSERS),
+        "train",
+    ),
+    "sel_all_big": (
+        "sel_big with every stateless heuristic as a proposer",
+        _selector(PROPOSERS),
         "train",
     ),
 }

@@ -65,6 +65,9 @@ from metaal.strategies import (
 from metaal.strategies.learned import LearnedStrategy
 
 DEFAULT_SEEDS = 20
+#: First split seed of the validation protocol: training runs never train on split seeds
+#: this high (they use 0..splits_per_task-1), so the training tasks' splits from here are fresh.
+VALIDATION_SEED = 10_000
 DEFAULT_BUDGET = 100
 DEFAULT_INITIAL = 5
 #: The default output: a fresh folder `DEFAULT_OUT/<suite>__<unix time>` per run (compared by
@@ -686,6 +689,14 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
         f"{','.join(HEURISTICS)})",
     )
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="seeds 0..N-1")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="the seeds are FIRST..FIRST+N-1 (default 0). Training runs train on split seeds "
+        f"0..splits_per_task-1: `--first-seed {VALIDATION_SEED}` on their suite is the "
+        "validation protocol, the training tasks' fresh splits",
+    )
     parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="queries per run")
     parser.add_argument(
         "--n-initial",
@@ -799,6 +810,8 @@ def main(args: argparse.Namespace) -> int:
             )
     if args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.first_seed < 0:
+        raise ValueError(f"--first-seed must be >= 0, got {args.first_seed}")
     if args.n_candidates is not None and args.n_candidates < 1:
         raise ValueError(
             f"--n-candidates must be at least 1, got {args.n_candidates}; leave it out to offer "
@@ -821,7 +834,7 @@ def main(args: argparse.Namespace) -> int:
     results = evaluate(
         [*args.data, *names],
         strategies=strategies,
-        seeds=args.seeds,
+        seeds=range(args.first_seed, args.first_seed + args.seeds),
         env=env,
         out_dir=out,
         wandb_mode=args.wandb_mode,

@@ -70,7 +70,7 @@ DEFAULT_OUT = "runs/train"
 #: One JSON line of metrics per chunk in the run folder (the learning curve without W&B).
 METRICS_FILE = "metrics.jsonl"
 #: Split seeds of the evaluation episodes start here, far from the training splits' 0..n-1.
-EVAL_SEED_OFFSET = 10_000
+EVAL_SEED_OFFSET = evaluate.VALIDATION_SEED
 #: Strategies of the periodic evaluation: the current policy and two baselines.
 EVAL_STRATEGIES = ("learned", "random", "margin")
 #: The W&B run of a run folder (id, group, tags), so that a resumed run continues it.
@@ -173,8 +173,14 @@ def make_env(config: EnvConfig) -> ActiveLearningEnv:
 
 
 def export_config(settings: TrainSettings, env_steps: int, command: str) -> dict[str, Any]:
-    """The policy config a run exports: network, features, provenance (no shortlist yet)."""
+    """The policy config a run exports: network, features, provenance (no shortlist yet).
+
+    A selector run (imitation with `proposers`) records its proposers: the policy scores
+    their picks only.
+    """
     config = settings.config
+    proposers = getattr(config, "proposers", ())
+    selector = {"proposers": list(proposers)} if proposers else {}
     return policy_config(
         config.hidden,
         config.state_hidden,
@@ -186,6 +192,7 @@ def export_config(settings: TrainSettings, env_steps: int, command: str) -> dict
         seed=settings.run.seed,
         env_steps=env_steps,
         command=command,
+        **selector,
     )
 
 

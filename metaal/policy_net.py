@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from metaal.features import DEFAULT_CANDIDATE_FEATURES, LEGACY_CANDIDATE_FEATURES, Observation
+from metaal.strategies.selector import check_proposers, selector_columns
 
 Params = Any
 Apply = Callable[[Params, Observation], jnp.ndarray]
@@ -129,9 +130,24 @@ def trained_features(config: dict[str, Any]) -> tuple[str, ...]:
     return tuple(config.get("features", LEGACY_CANDIDATE_FEATURES))
 
 
+def proposers_of(config: dict[str, Any]) -> tuple[str, ...]:
+    """The heuristics whose picks a selector policy chooses among (`()`: not a selector).
+
+    See `metaal.strategies.selector`: with proposers the policy scores only
+    their picks, each with the selector columns besides its trained features.
+    """
+    names = config.get("proposers") or ()
+    return check_proposers(names) if names else ()
+
+
+def scorer_columns(config: dict[str, Any]) -> tuple[str, ...]:
+    """The columns a policy's scorer reads: its trained features, then any selector columns."""
+    return trained_features(config) + selector_columns(proposers_of(config))
+
+
 def candidate_scorer(config: dict[str, Any]) -> Apply:
     """`apply(params, obs) -> scores` of the `CandidateScorer` described by `config["network"]`."""
-    names = trained_features(config)
+    names = scorer_columns(config)
     net = network(config["network"]["hidden"], config["network"]["state_hidden"])
 
     def apply(params: Params, obs: Observation) -> jnp.ndarray:
@@ -141,8 +157,8 @@ def candidate_scorer(config: dict[str, Any]) -> Apply:
 
 
 def linear_scorer(config: dict[str, Any]) -> Apply:
-    """`scores = candidates @ w + b` over the columns `config["features"]` (params `w`, `b`)."""
-    names = trained_features(config)
+    """`scores = candidates @ w + b` over the columns `scorer_columns(config)` (params `w`, `b`)."""
+    names = scorer_columns(config)
 
     def apply(params: Params, obs: Observation) -> jnp.ndarray:
         return obs.columns(names) @ params["w"] + params["b"]

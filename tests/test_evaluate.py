@@ -444,3 +444,24 @@ def test_round_windows_cover_the_first_and_last_rounds():
     assert round_windows(25, 4)["last 3 rounds"] == (16, 25)  # the short last round counts
     with pytest.raises(ValueError, match="fewer than the 6"):
         round_windows(10, 2 * 1 + 1)
+
+
+def test_first_seed_runs_fresh_splits_the_api_reproduces(csv_files, tmp_path):
+    from metaal.data import load_task
+
+    argv = ["--data", csv_files[0], "--target", "label", "--strategies", "margin"]
+    argv += ["--seeds", "2", "--first-seed", "7", "--budget", "5", "--n-initial", "5"]
+    argv += ["--out", str(tmp_path / "later"), "--wandb-mode", "disabled"]
+    assert evaluate.main(parse(argv)) == 0
+    cli = pd.read_csv(tmp_path / "later" / "results.csv")
+    assert sorted(set(cli["seed"])) == [7, 8]
+    task = [load_task(csv_files[0], "label")]
+    kwargs = dict(budget=5, n_initial=5, out_dir=None, progress=False)
+    api = evaluate.evaluate(task, ["margin"], seeds=[7, 8], **kwargs)
+    np.testing.assert_array_equal(
+        cli["test_accuracy"].astype(np.float32), api["test_accuracy"].astype(np.float32)
+    )
+    first = evaluate.evaluate(task, ["margin"], seeds=2, **kwargs)  # seeds 0, 1: other splits
+    assert (first["test_accuracy"].to_numpy() != api["test_accuracy"].to_numpy()).any()
+    code = evaluate.main(parse(argv[:-4] + ["--first-seed", "-1"]))
+    assert code != 0

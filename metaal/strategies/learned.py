@@ -34,14 +34,17 @@ from metaal import atomic
 from metaal.policy_net import (
     ENSEMBLE_SCORER,
     LINEAR_SCORER,
+    NEG_INF,
     SCORER,
     SHORTLISTED_SCORER,
     Apply,
     Params,
+    proposers_of,
     resolve_scorer,
     trained_features,
 )
 from metaal.strategies.base import Strategy
+from metaal.strategies.selector import selector_observation
 
 FORMAT_VERSION = 1
 #: Seed of `LearnedStrategy.query` unless `config["random_state"]` sets another.
@@ -62,11 +65,19 @@ class LearnedStrategy:
     _adapter: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def to_strategy(self, name: str = "learned") -> Strategy:
-        """The policy as a `Strategy`; its params travel as the strategy's memory (no constants)."""
+        """The policy as a `Strategy`; its params travel as the strategy's memory (no constants).
+
+        A selector policy (`config["proposers"]`) first asks its proposers for
+        their picks (`metaal.strategies.selector`) and scores only those.
+        """
         apply = self.apply
+        proposers = proposers_of(self.config)
 
         def score(key, obs, ctx, memory):
-            return apply(memory, obs), memory
+            if not proposers:
+                return apply(memory, obs), memory
+            seen = selector_observation(proposers, key, obs, ctx)
+            return jnp.where(seen.action_mask, apply(memory, seen), NEG_INF), memory
 
         return Strategy(
             name, "learned", score, params=self.params, features=trained_features(self.config)
@@ -107,6 +118,8 @@ class LearnedStrategy:
         if "members" in config:
             parts.append(f"members={len(config['members'])}")
         parts.append(f"shortlist={config.get('shortlist', 0)}")
+        if proposers_of(config):
+            parts.append(f"proposers={','.join(proposers_of(config))}")
         parts.append(f"features={len(trained_features(config))}")
         for key in ("agent", "env_steps"):
             if key in config:
@@ -175,12 +188,14 @@ class LearnedStrategy:
                 config.get("network"),
                 config.get("shortlist", 0),
                 trained_features(config),
+                proposers_of(config),
             )
 
         for member in members[1:]:
             if architecture(member.config) != architecture(first):
                 raise ValueError(
-                    "ensemble members must share scorer, network, shortlist and features; got "
+                    "ensemble members must share scorer, network, shortlist, features and "
+                    "proposers; got "
                     f"{architecture(first)} and {architecture(member.config)}"
                 )
         config = {
@@ -201,6 +216,11 @@ class LearnedStrategy:
         """
         if k < 0:
             raise ValueError(f"shortlist must be >= 0 (0: no shortlist), got {k}")
+        if proposers_of(self.config):
+            raise ValueError(
+                "a selector policy chooses among its proposers' picks "
+                f"({', '.join(proposers_of(self.config))}); a margin shortlist does not apply to it"
+            )
         key = "member_scorer" if self.config["scorer"] == ENSEMBLE_SCORER else "scorer"
         restrictable = (SCORER, SHORTLISTED_SCORER, LINEAR_SCORER)
         if resolve_scorer(self.config[key]) not in [resolve_scorer(s) for s in restrictable]:

@@ -1,0 +1,93 @@
+"""Policies against the heuristics: one table row per policy, each ranked alone with them.
+
+    python -m metaal.experiments.policy_table --heuristics runs/val_heuristics
+        --policy runs/val_sel_big_s0 --policy runs/val_sl16_big_s0 [--oracle runs/oracle]
+
+Every folder is a finished `metaal evaluate` run of the same tasks and seeds (`--merge`'s
+rule: its `results.csv`). For each policy the table gives its mean rank among the
+heuristics plus itself, margin's rank in the same ranking, its mean AULC and the
+difference to margin's, W/T/L against margin and BADGE (paired Wilcoxon over seeds,
+alpha 0.05; the same test as every report) and the data sets where its mean AULC is above
+margin's. With `--oracle`, the share of the margin-to-oracle gap it closes:
+(policy - margin) / (oracle - margin) in mean AULC. This is the table of issue 16's
+validation protocol and of its held-out evaluations.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from metaal import metrics
+from metaal.experiments.report import markdown_table
+
+
+def read_results(folder: str | Path) -> pd.DataFrame:
+    """The `results.csv` of a finished evaluation folder (a clear error if it has none)."""
+    path = Path(folder) / "results.csv"
+    if not path.is_file():
+        raise ValueError(f"{folder}: no results.csv; give the folder of a finished evaluation")
+    return pd.read_csv(path)
+
+
+def policy_rows(
+    heuristics: pd.DataFrame,
+    policies: Sequence[pd.DataFrame],
+    oracle: pd.DataFrame | None = None,
+    opponents: Sequence[str] = ("margin", "badge"),
+) -> pd.DataFrame:
+    """One row per policy frame (each holding one strategy) against the `heuristics` frame."""
+    base = heuristics[heuristics["strategy"] != "oracle"]
+    rows = []
+    for frame in policies:
+        names = list(dict.fromkeys(frame["strategy"]))
+        if len(names) != 1:
+            raise ValueError(f"a policy's evaluation must hold one strategy, got {names}")
+        name = names[0]
+        joint = pd.concat([base, frame], ignore_index=True)
+        summary = metrics.summarise(joint)
+        ranks = metrics.mean_ranks(summary)
+        aulc = summary.pivot(index="dataset", columns="strategy", values="aulc_mean")
+        wtl = metrics.win_tie_loss(joint[joint["strategy"].isin([name, *opponents])])
+        row = {
+            "policy": name,
+            "mean rank": ranks[name],
+            "margin's rank": ranks["margin"],
+            "best heuristic": ranks.drop(name).index[0],
+            "mean AULC": aulc[name].mean(),
+            "AULC - margin": aulc[name].mean() - aulc["margin"].mean(),
+        }
+        for opponent in opponents:
+            w = wtl[(wtl["strategy"] == name) & (wtl["opponent"] == opponent)].iloc[0]
+            row[f"W/T/L vs {opponent}"] = f"{w['wins']}/{w['ties']}/{w['losses']}"
+        row["above margin"] = f"{int((aulc[name] > aulc['margin']).sum())}/{len(aulc)}"
+        if oracle is not None:
+            o = metrics.summarise(oracle[oracle["strategy"] == "oracle"])["aulc_mean"].mean()
+            row["gap closed"] = (aulc[name].mean() - aulc["margin"].mean()) / (
+                o - aulc["margin"].mean()
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the table (markdown) of `--policy` folders against `--heuristics`."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--heuristics", required=True, help="evaluation folder of the heuristics")
+    parser.add_argument(
+        "--policy", action="append", required=True, help="evaluation folder of one policy"
+    )
+    parser.add_argument("--oracle", help="evaluation folder holding the oracle (same seeds)")
+    args = parser.parse_args(argv)
+    heuristics = read_results(args.heuristics)
+    oracle = read_results(args.oracle) if args.oracle else None
+    table = policy_rows(heuristics, [read_results(p) for p in args.policy], oracle)
+    print(markdown_table(table.round(4)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

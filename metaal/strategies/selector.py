@@ -1,0 +1,127 @@
+"""A strategy selector's candidates: the picks of several heuristics, and who proposed each.
+
+A learned selector (issue 16's lever) does not score the whole pool. At each
+step every proposer heuristic (margin, entropy, BADGE, core-set, ...) makes
+its own pick; those few candidates are the selector's action set, and each
+carries, besides the usual candidate features, which heuristics proposed it
+and how much the heuristics disagree. The learned scorer then chooses which
+family to follow at this point of this task:
+
+    names = check_proposers(("margin", "badge", "coreset", "random"))
+    obs = selector_observation(names, key, obs, ctx)   # extra columns, mask = the picks
+
+The extra columns (`selector_columns(names)`, in this order):
+- `proposed_by_<name>`: 1 where that heuristic picked the candidate;
+- `n_proposed`: share of the proposers that picked it;
+- `distinct_picks`: distinct picks / proposers (the same for every candidate:
+  1 when every heuristic disagrees, 1/P when all agree);
+- `balance_gap`: total-variation distance between the labelled class shares
+  and the learner's mean predicted class shares on the pool (the same for
+  every candidate): large when the labels seen so far misrepresent the pool,
+  one sign that margin sampling is failing.
+
+Proposers must be stateless (their memory is `()`): the selector's memory is
+the policy's params. Stateful heuristics (TypiClust, ProbCover, DropQuery,
+ALBL) and the oracle are refused by name.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from metaal.features import Observation
+from metaal.strategies.base import Context, select
+
+#: Heuristics a selector may take as proposers (stateless and deployable), in registry order.
+PROPOSERS = (
+    "entropy",
+    "margin",
+    "least_confidence",
+    "egl",
+    "coreset",
+    "density",
+    "info_density",
+    "badge",
+    "random",
+)
+#: The proposers of `--proposers default`: one of each family the issue names.
+DEFAULT_PROPOSERS = ("margin", "entropy", "badge", "coreset", "density", "random")
+#: Selector columns that are the same for every candidate of a step.
+STEP_COLUMNS = ("distinct_picks", "balance_gap")
+
+
+def check_proposers(names) -> tuple[str, ...]:
+    """`names` as a tuple of known, distinct proposers; a ValueError names the fix otherwise."""
+    names = tuple(names)
+    if len(names) < 2:
+        raise ValueError(
+            f"a selector needs at least two proposers, got {list(names)}; choose among "
+            f"{', '.join(PROPOSERS)}"
+        )
+    unknown = [n for n in names if n not in PROPOSERS]
+    if unknown:
+        raise ValueError(
+            f"proposers {unknown} are not usable: a proposer must be a stateless deployable "
+            f"heuristic ({', '.join(PROPOSERS)}); stateful ones (typiclust, probcover, "
+            "dropquery, albl) and the oracle are not"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"proposers must be distinct, got {list(names)}")
+    return names
+
+
+def selector_columns(names) -> tuple[str, ...]:
+    """The candidate columns a selector over proposers `names` adds (see the module docstring)."""
+    return tuple(f"proposed_by_{n}" for n in names) + ("n_proposed",) + STEP_COLUMNS
+
+
+def proposals(names, key: jax.Array, obs: Observation, ctx: Context) -> jnp.ndarray:
+    """(P, C) bool: row p marks the candidate proposer `names[p]` picks (ties at random)."""
+    from metaal.strategies import get_strategy  # the registry imports this module's users
+
+    rows = []
+    for name, k in zip(names, jax.random.split(key, len(names)), strict=True):
+        k_score, k_select = jax.random.split(k)
+        scores, _ = get_strategy(name).score(k_score, obs, ctx, ())
+        pick = select(scores, obs.action_mask, k_select)
+        rows.append((jnp.arange(obs.action_mask.shape[0]) == pick) & obs.action_mask)
+    return jnp.stack(rows)
+
+
+def balance_gap(ctx: Context) -> jnp.ndarray:
+    """Total variation between labelled class shares and mean predicted pool class shares."""
+    labeled = ctx.labeled & ctx.pool_mask
+    k = ctx.class_mask.shape[0]
+    counts = jnp.zeros(k).at[jnp.maximum(ctx.labels, 0)].add(labeled.astype(jnp.float32))
+    seen = counts / jnp.maximum(jnp.sum(counts), 1.0)
+    unl = (ctx.pool_mask & ~ctx.labeled).astype(jnp.float32)
+    predicted = jnp.sum(ctx.pool_probs * unl[:, None], 0) / jnp.maximum(jnp.sum(unl), 1.0)
+    return 0.5 * jnp.sum(jnp.where(ctx.class_mask, jnp.abs(seen - predicted), 0.0))
+
+
+def selector_observation(names, key: jax.Array, obs: Observation, ctx: Context) -> Observation:
+    """`obs` with the selector columns appended and its action mask cut to the proposals."""
+    picked = proposals(names, key, obs, ctx)  # (P, C)
+    p = float(len(names))
+    proposed = jnp.any(picked, axis=0)
+    n_proposed = jnp.sum(picked, axis=0) / p
+    distinct = jnp.sum(proposed) / p
+    gap = balance_gap(ctx)
+    c = obs.action_mask.shape[0]
+    extra = jnp.concatenate(
+        [
+            picked.T.astype(jnp.float32),
+            n_proposed[:, None],
+            jnp.full((c, 1), distinct),
+            jnp.full((c, 1), gap),
+        ],
+        axis=1,
+    )
+    extra = jnp.where(proposed[:, None], extra, 0.0).astype(obs.candidates.dtype)
+    return Observation(
+        state=obs.state,
+        candidates=jnp.concatenate([obs.candidates, extra], axis=1),
+        action_mask=obs.action_mask & proposed,
+        features=obs.features + selector_columns(names),
+    )

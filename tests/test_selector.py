@@ -1,0 +1,209 @@
+"""The strategy selector: a policy that chooses among heuristics' picks (issue 16).
+
+A selector whose policy follows one proposer's column must be that heuristic, step for
+step, in the env (through `evaluate`) and in the query adapter; the selector columns
+have closed forms; DAgger with proposers labels exactly the proposals; bad settings
+are refused by name.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import datasets
+
+from metaal.agents import imitation
+from metaal.data import Task, make_split, pad_split
+from metaal.envs.core import ActiveLearningEnv, EnvConfig, make_params
+from metaal.experiments import evaluate
+from metaal.experiments.configs import imitation_recipe
+from metaal.experiments.policy_table import policy_rows
+from metaal.policy_net import LINEAR_SCORER, linear_params, linear_scorer, scorer_columns
+from metaal.strategies.adapter import QueryStrategy
+from metaal.strategies.learned import LearnedStrategy
+from metaal.strategies.selector import (
+    balance_gap,
+    check_proposers,
+    proposals,
+    selector_columns,
+    selector_observation,
+)
+
+PROPOSERS = ("margin", "coreset", "random")
+BUDGET, SEEDS = 12, 3
+
+
+def follower(name: str, proposers=PROPOSERS) -> LearnedStrategy:
+    """A linear selector that always takes heuristic `name`'s pick."""
+    config = {"scorer": LINEAR_SCORER, "proposers": list(proposers)}
+    params = linear_params({f"proposed_by_{name}": 1.0}, scorer_columns(config))
+    return LearnedStrategy(linear_scorer(config), params, config)
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    out = []
+    for name, loader in (("iris", datasets.load_iris), ("wine", datasets.load_wine)):
+        bunch = loader()
+        names = tuple(str(c) for c in bunch.target_names)
+        out.append(Task(name, bunch.data, bunch.target.astype(np.int32), names, "sklearn"))
+    return out
+
+
+@pytest.mark.parametrize("name", ["margin", "coreset"])
+def test_a_selector_that_follows_one_proposer_is_that_heuristic(tasks, name):
+    kwargs = dict(seeds=SEEDS, budget=BUDGET, n_initial=3, out_dir=None, progress=False)
+    ours = evaluate.evaluate(tasks, [], policy=follower(name), **kwargs)
+    theirs = evaluate.evaluate(tasks, [name], **kwargs)
+    assert len(ours) == len(tasks) * SEEDS * (BUDGET + 1)
+    np.testing.assert_array_equal(ours["test_accuracy"], theirs["test_accuracy"])
+    # and another proposer's follower chooses differently somewhere
+    other = evaluate.evaluate(tasks, [], policy=follower("random"), **kwargs)
+    assert (other["test_accuracy"].to_numpy() != theirs["test_accuracy"].to_numpy()).any()
+
+
+def test_the_query_adapter_runs_a_selector_like_its_heuristic(tasks):
+    X, y = tasks[1].X, tasks[1].y.astype(float)
+    y[np.random.default_rng(0).permutation(len(y))[20:]] = np.nan
+    picks = QueryStrategy(follower("margin").to_strategy(), random_state=0).query(X, y)
+    margin = QueryStrategy("margin", random_state=0).query(X, y)
+    np.testing.assert_array_equal(picks, margin)
+
+
+def test_selector_columns_have_their_closed_forms(tasks):
+    config = EnvConfig(budget=4, n_initial=3, n_candidates=None)
+    env = ActiveLearningEnv(config)
+    split = make_split(tasks[0], 0)
+    params = make_params(pad_split(split))
+    obs, state = env.reset(jax.random.key(1), params)
+    ctx = env.context(state, params)
+    names = ("margin", "entropy", "least_confidence", "coreset")
+    picked = np.asarray(proposals(names, jax.random.key(2), obs, ctx))
+    seen = selector_observation(names, jax.random.key(2), obs, ctx)
+    assert seen.features[-len(selector_columns(names)) :] == selector_columns(names)
+    margin = np.asarray(obs.column("margin"))
+    mask = np.asarray(obs.action_mask)
+    assert np.argmax(picked[0]) == np.argmin(np.where(mask, margin, np.inf))
+    assert np.argmax(picked[3]) == np.argmax(np.where(mask, np.asarray(ctx.dist_labeled), -1))
+    assert picked.sum(axis=1).tolist() == [1, 1, 1, 1]
+    np.testing.assert_array_equal(np.asarray(seen.action_mask), picked.any(axis=0))
+    rows = np.asarray(seen.candidates)[np.asarray(seen.action_mask)]
+    n_distinct = picked.any(axis=0).sum()
+    np.testing.assert_allclose(rows[:, seen.features.index("distinct_picks")], n_distinct / 4)
+    np.testing.assert_allclose(
+        rows[:, seen.features.index("n_proposed")], picked.sum(0)[picked.any(0)] / 4
+    )
+    # balance gap: total variation of labelled shares against mean predicted unlabelled shares
+    labels = np.asarray(params.task.pool_y)[np.asarray(state.labeled)]
+    seen_share = np.bincount(labels, minlength=3) / len(labels)
+    unl = np.asarray(params.task.pool_mask & ~state.labeled)
+    predicted = np.asarray(ctx.pool_probs)[unl].mean(axis=0)
+    gap = 0.5 * np.abs(seen_share - predicted[:3]).sum()
+    np.testing.assert_allclose(float(balance_gap(ctx)), gap, rtol=1e-5)
+    np.testing.assert_allclose(rows[:, seen.features.index("balance_gap")], gap, rtol=1e-5)
+
+
+def test_dagger_with_proposers_labels_exactly_the_proposals():
+    settings = imitation_recipe("sel_big")
+    assert settings.config.proposers == (
+        "margin",
+        "entropy",
+        "badge",
+        "coreset",
+        "density",
+        "random",
+    )
+    config = imitation.ImitationConfig(
+        env=EnvConfig(budget=5, n_initial=3, n_candidates=None),
+        proposers=PROPOSERS,
+        n_labels=3,
+        n_policy_labels=3,
+        shortlist=0,
+        n_envs=2,
+        n_rounds=1,
+        updates_per_round=2,
+        batch_size=4,
+        hidden=(8,),
+        state_hidden=8,
+    )
+    bunch = datasets.load_wine()
+    task = Task("wine", bunch.data, bunch.target.astype(np.int32), ("a", "b", "c"), "sklearn")
+    params = make_params(pad_split(make_split(task, 0)))
+    scorer = imitation.make_scorer(config)
+    net = scorer.init(jax.random.key(0))
+    episode = imitation.make_episode(config, scorer)
+    samples, _ = jax.jit(episode)(jax.random.key(3), net, params, 0)
+    env_features = list(ActiveLearningEnv(config.env).features)
+    names = scorer_columns({"features": env_features, "proposers": PROPOSERS})
+    assert samples.candidates.shape[-1] == len(names)
+    col = {n: i for i, n in enumerate(names)}
+    real = np.asarray(samples.mask)
+    proposed = np.asarray(samples.candidates)[..., col["n_proposed"]]
+    # every labelled candidate was proposed, and every state labels 1..3 distinct proposals
+    assert np.all(proposed[real] > 0) and np.all(real.sum(axis=1) >= 1)
+    who = np.asarray(samples.candidates)[..., [col[f"proposed_by_{n}"] for n in PROPOSERS]]
+    assert np.all(who[real].sum(axis=1) >= 1)
+    np.testing.assert_allclose(who[real].sum(axis=1) / 3, proposed[real], rtol=1e-6)
+
+
+def test_bad_proposers_and_a_shortlisted_selector_are_refused():
+    with pytest.raises(ValueError, match="stateless deployable heuristic"):
+        check_proposers(("margin", "typiclust"))
+    with pytest.raises(ValueError, match="at least two proposers"):
+        check_proposers(("margin",))
+    with pytest.raises(ValueError, match="distinct"):
+        check_proposers(("margin", "margin"))
+    with pytest.raises(ValueError, match="n_labels = n_policy_labels = 3"):
+        imitation.ImitationConfig(proposers=PROPOSERS, shortlist=0, n_labels=16)
+    with pytest.raises(ValueError, match="set shortlist 0"):
+        imitation.ImitationConfig(proposers=PROPOSERS, n_labels=3, n_policy_labels=3)
+    with pytest.raises(ValueError, match="does not apply"):
+        follower("margin").with_shortlist(16)
+    a = follower("margin")
+    b = follower("margin", ("margin", "entropy"))
+    with pytest.raises(ValueError, match="proposers"):
+        LearnedStrategy.ensemble([a, b])
+
+
+def test_a_selector_vote_survives_a_file(tmp_path, tasks):
+    vote = LearnedStrategy.ensemble([follower("margin"), follower("coreset")])
+    back = LearnedStrategy.load(vote.save(tmp_path / "vote"))
+    assert back.config["proposers"] == list(PROPOSERS)
+    assert "proposers=margin,coreset,random" in repr(back)
+    kwargs = dict(seeds=2, budget=6, n_initial=3, out_dir=None, progress=False)
+    a = evaluate.evaluate(tasks[:1], [], policy=vote, **kwargs)
+    b = evaluate.evaluate(tasks[:1], [], policy=back, **kwargs)
+    np.testing.assert_array_equal(a["test_accuracy"], b["test_accuracy"])
+
+
+def _curves(strategy: str, offset: float, datasets=("a", "b", "c"), seeds=8, steps=4):
+    rng = np.random.default_rng(0)  # the same draws for every strategy: paired seeds
+    rows = []
+    for d in datasets:
+        for s in range(seeds):
+            base = rng.uniform(0.5, 0.7)
+            for t in range(steps + 1):
+                acc = base + 0.01 * t + offset
+                rows.append((d, strategy, s, t, 5 + t, acc))
+    columns = ["dataset", "strategy", "seed", "step", "n_labeled", "test_accuracy"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def test_the_policy_table_ranks_each_policy_alone_and_measures_the_gap():
+    heuristics = pd.concat([_curves("margin", 0.0), _curves("badge", -0.01)])
+    better = _curves("sel", 0.004)
+    worse = _curves("bad", -0.02)
+    oracle = _curves("oracle", 0.02)
+    table = policy_rows(heuristics, [better, worse], oracle).set_index("policy")
+    assert table.loc["sel", "mean rank"] == 1.0 and table.loc["sel", "margin's rank"] == 2.0
+    assert table.loc["bad", "mean rank"] == 3.0 and table.loc["bad", "best heuristic"] == "margin"
+    np.testing.assert_allclose(table.loc["sel", "AULC - margin"], 0.004, atol=1e-12)
+    np.testing.assert_allclose(table.loc["sel", "gap closed"], 0.004 / 0.02, rtol=1e-9)
+    # every seed gains: significant on each of the 3 data sets (Wilcoxon, 8 seeds)
+    assert table.loc["sel", "W/T/L vs margin"] == "3/0/0"
+    assert table.loc["bad", "W/T/L vs badge"] == "0/0/3"
+    assert table.loc["sel", "above margin"] == "3/3"
+    with pytest.raises(ValueError, match="one strategy"):
+        policy_rows(heuristics, [pd.concat([better, worse])])
