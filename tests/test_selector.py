@@ -207,3 +207,16 @@ def test_the_policy_table_ranks_each_policy_alone_and_measures_the_gap():
     assert table.loc["sel", "above margin"] == "3/3"
     with pytest.raises(ValueError, match="one strategy"):
         policy_rows(heuristics, [pd.concat([better, worse])])
+
+
+def test_a_policy_without_proposers_reads_only_its_trained_columns():
+    config = {"scorer": LINEAR_SCORER, "features": ["margin", "density"]}
+    assert scorer_columns(config) == ("margin", "density")
+    assert selector_columns(()) == ()
+    assert scorer_columns({**config, "proposers": ["margin", "random"]})[2:] == (
+        "proposed_by_margin",
+        "proposed_by_random",
+        "n_proposed",
+        "distinct_picks",
+        "balance_gap",
+    )

@@ -72,7 +72,9 @@ def check_proposers(names) -> tuple[str, ...]:
 
 
 def selector_columns(names) -> tuple[str, ...]:
-    """The candidate columns a selector over proposers `names` adds (see the module docstring)."""
+    """The candidate columns a selector over proposers `names` adds (none without proposers)."""
+    if not names:
+        return ()
     return tuple(f"proposed_by_{n}" for n in names) + ("n_proposed",) + STEP_COLUMNS
 
 
