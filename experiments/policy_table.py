@@ -4,7 +4,8 @@
         --policy runs/val_sel_big_s0 --policy runs/val_sl16_big_s0 [--oracle runs/oracle]
 
 Every folder is a finished `metaal evaluate` run of the same tasks and seeds (`--merge`'s
-rule: its `results.csv`). For each policy the table gives its mean rank among the
+rule: its `results.csv`); a policy is compared on its own seeds, which the heuristics'
+run must hold (it may hold more). For each policy the table gives its mean rank among the
 heuristics plus itself, margin's rank in the same ranking, its mean AULC and the
 difference to margin's, W/T/L against margin and BADGE (paired Wilcoxon over seeds,
 alpha 0.05; the same test as every report) and the data sets where its mean AULC is above
@@ -47,7 +48,9 @@ def policy_rows(
         if len(names) != 1:
             raise ValueError(f"a policy's evaluation must hold one strategy, got {names}")
         name = names[0]
-        joint = pd.concat([base, frame], ignore_index=True)
+        # paired on the policy's seeds: heuristics run with more seeds count on those only
+        seeds = set(frame["seed"])
+        joint = pd.concat([base[base["seed"].isin(seeds)], frame], ignore_index=True)
         summary = metrics.summarise(joint)
         ranks = metrics.mean_ranks(summary)
         aulc = summary.pivot(index="dataset", columns="strategy", values="aulc_mean")
@@ -65,7 +68,8 @@ def policy_rows(
             row[f"W/T/L vs {opponent}"] = f"{w['wins']}/{w['ties']}/{w['losses']}"
         row["above margin"] = f"{int((aulc[name] > aulc['margin']).sum())}/{len(aulc)}"
         if oracle is not None:
-            o = metrics.summarise(oracle[oracle["strategy"] == "oracle"])["aulc_mean"].mean()
+            ref = oracle[(oracle["strategy"] == "oracle") & oracle["seed"].isin(seeds)]
+            o = metrics.summarise(ref)["aulc_mean"].mean()
             row["gap closed"] = (aulc[name].mean() - aulc["margin"].mean()) / (
                 o - aulc["margin"].mean()
             )

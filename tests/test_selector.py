@@ -207,6 +207,12 @@ def test_the_policy_table_ranks_each_policy_alone_and_measures_the_gap():
     worse = _curves("bad", -0.02)
     oracle = _curves("oracle", 0.02)
     table = policy_rows(heuristics, [better, worse], oracle).set_index("policy")
+    # heuristics' extra seeds (here: margin far ahead on seeds 8..15) do not enter the pairing
+    extra = _curves("margin", 0.5, seeds=16)
+    more = pd.concat([heuristics, extra[extra["seed"] >= 8]])
+    pd.testing.assert_frame_equal(
+        policy_rows(more, [better, worse], oracle).set_index("policy"), table
+    )
     assert table.loc["sel", "mean rank"] == 1.0 and table.loc["sel", "margin's rank"] == 2.0
     assert table.loc["bad", "mean rank"] == 3.0 and table.loc["bad", "best heuristic"] == "margin"
     np.testing.assert_allclose(table.loc["sel", "AULC - margin"], 0.004, atol=1e-12)
