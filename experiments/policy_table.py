@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     heuristics = read_results(args.heuristics)
     oracle = read_results(args.oracle) if args.oracle else None
     table = policy_rows(heuristics, [read_results(p) for p in args.policy], oracle)
-    print(markdown_table(table.round(4)))
+    print(markdown_table(table.set_index("policy").round(4)))
     return 0
 
 

@@ -114,13 +114,16 @@ def check_training(out: dict, agents: tuple[str, ...]) -> None:
     assert "--devices 2 must divide the 3 env slots (--num-envs)" in slots
 
 
+@pytest.mark.slow
 def test_training_on_two_devices_agrees_with_one_up_to_float32_rounding():
+    """PPO's slots over 2 devices (slow since the selector tests joined CI; the two-process
+    test in test_distributed.py trains over a global mesh in CI)."""
     check_training(on_two_devices(TRAIN_SCRIPT, "ppo", "no-vote"), ("ppo",))
 
 
 @pytest.mark.slow
 def test_dqn_and_a_vote_train_on_two_devices_as_on_one():
-    """DQN's slots and a vote's members split over 2 devices (CI runs PPO's only)."""
+    """DQN's slots and a vote's members split over 2 devices."""
     out = on_two_devices(TRAIN_SCRIPT, "dqn", "vote")
     check_training(out, ("dqn",))
     assert out["vote"] < 1e-5, out
