@@ -2,11 +2,12 @@
 
     python -m metaal.experiments.selector_follow runs/sel_big_s1/policy --suite heldout --seeds 3
 
-Runs the policy in the env (whole pool, budget 100, the policy's columns) on every data set
-of the suite, seeds 0..N-1, and prints for each third of the budget the share of steps
-whose pick each proposer had proposed (a pick several proposers share counts for each), and
-how often margin's pick was taken, alone or shared. Episodes run one by one (a jitted step
-each), so this is a diagnostic for a few seeds, not an evaluation.
+Runs the policy in the env as `LearnedStrategy.to_strategy` does (the proposers' picks,
+scored alone; whole pool, budget 100, the policy's columns) on every data set of the
+suite, seeds 0..N-1, and prints for each third of the budget the share of steps whose pick
+each proposer had proposed (a pick several proposers share counts for each), and how often
+margin's pick was taken, alone or shared. Episodes run one by one (a jitted step each), so
+this is a diagnostic for a few seeds, not an evaluation.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import pandas as pd
 from metaal.data import load_task, suite_names
 from metaal.envs.core import ActiveLearningEnv, EnvConfig, make_params
 from metaal.experiments.evaluate import make_batch
-from metaal.policy_net import proposers_of
+from metaal.policy_net import NEG_INF, proposers_of, trained_features
 from metaal.strategies.base import select
 from metaal.strategies.learned import LearnedStrategy
-from metaal.strategies.selector import selector_observation
+from metaal.strategies.selector import selector_picks
 
 
 def follow_table(
@@ -35,20 +36,18 @@ def follow_table(
     names = proposers_of(policy.config)
     if not names:
         raise ValueError("this policy is not a selector (its config names no proposers)")
-    strategy = policy.to_strategy()
-    env = ActiveLearningEnv(EnvConfig(budget=budget, n_candidates=None, features=strategy.features))
+    features = trained_features(policy.config)
+    env = ActiveLearningEnv(EnvConfig(budget=budget, n_candidates=None, features=features))
+    columns = [f"proposed_by_{n}" for n in names]
 
     @jax.jit
     def step(key, obs, state, params, policy_params):
         k_propose, k_select, k_env = jax.random.split(key, 3)
-        ctx = env.context(state, params)
-        seen = selector_observation(names, k_propose, obs, ctx)
-        scores, _ = strategy.score(k_propose, obs, ctx, policy_params)
-        action = select(scores, obs.action_mask, k_select)
-        who = jnp.stack(
-            [seen.candidates[action, seen.features.index(f"proposed_by_{n}")] for n in names]
-        )
-        obs, state, *_ = env.step(k_env, state, action, params)
+        picks, rows = selector_picks(names, k_propose, obs, env.context(state, params))
+        scores = jnp.where(picks.action_mask, policy.apply(policy_params, picks), NEG_INF)
+        j = select(scores, picks.action_mask, k_select)
+        who = picks.candidates[j, np.array([picks.features.index(c) for c in columns])]
+        obs, state, *_ = env.step(k_env, state, rows[j], params)
         return obs, state, who
 
     rows = []

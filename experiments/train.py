@@ -69,8 +69,6 @@ WANDB_PROJECT = "metaal"
 DEFAULT_OUT = "runs/train"
 #: One JSON line of metrics per chunk in the run folder (the learning curve without W&B).
 METRICS_FILE = "metrics.jsonl"
-#: Split seeds of the evaluation episodes start here, far from the training splits' 0..n-1.
-EVAL_SEED_OFFSET = evaluate.VALIDATION_SEED
 #: Strategies of the periodic evaluation: the current policy and two baselines.
 EVAL_STRATEGIES = ("learned", "random", "margin")
 #: The W&B run of a run folder (id, group, tags), so that a resumed run continues it.
@@ -155,7 +153,7 @@ def training_data(settings: TrainSettings, env: ActiveLearningEnv):
 
 def eval_seeds(settings: TrainSettings) -> list[int]:
     """Split seeds of the periodic evaluation: fresh splits, never trained on."""
-    return [EVAL_SEED_OFFSET + s for s in range(settings.run.eval_seeds)]
+    return [evaluate.VALIDATION_SEED + s for s in range(settings.run.eval_seeds)]
 
 
 def split_of(data: DataConfig) -> dict[str, Any]:

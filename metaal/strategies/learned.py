@@ -44,7 +44,7 @@ from metaal.policy_net import (
     trained_features,
 )
 from metaal.strategies.base import Strategy
-from metaal.strategies.selector import selector_observation
+from metaal.strategies.selector import selector_picks
 
 FORMAT_VERSION = 1
 #: Seed of `LearnedStrategy.query` unless `config["random_state"]` sets another.
@@ -76,15 +76,7 @@ class LearnedStrategy:
         def score(key, obs, ctx, memory):
             if not proposers:
                 return apply(memory, obs), memory
-            seen = selector_observation(proposers, key, obs, ctx)
-            # score only the (at most one per proposer) picks, not the whole pool: the scorer
-            # reads each candidate's row alone, so the scores are the same, for a fraction of
-            # the work (a 1,000-row pool costs the network 1,000 rows a step otherwise)
-            k = min(len(proposers), obs.action_mask.shape[0])
-            _, rows = jax.lax.top_k(seen.action_mask.astype(jnp.float32), k)
-            picks = seen.replace(
-                candidates=seen.candidates[rows], action_mask=seen.action_mask[rows]
-            )
+            picks, rows = selector_picks(proposers, key, obs, ctx)  # only the picks are scored
             scores = jnp.where(picks.action_mask, apply(memory, picks), NEG_INF)
             return jnp.full(obs.action_mask.shape, NEG_INF).at[rows].set(scores), memory
 

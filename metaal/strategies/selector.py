@@ -9,6 +9,7 @@ family to follow at this point of this task:
 
     names = check_proposers(("margin", "badge", "coreset", "random"))
     obs = selector_observation(names, key, obs, ctx)   # extra columns, mask = the picks
+    picks, rows = selector_picks(names, key, obs, ctx) # only the picks' rows: what is scored
 
 The extra columns (`selector_columns(names)`, in this order):
 - `proposed_by_<name>`: 1 where that heuristic picked the candidate;
@@ -127,3 +128,19 @@ def selector_observation(names, key: jax.Array, obs: Observation, ctx: Context) 
         action_mask=obs.action_mask & proposed,
         features=obs.features + selector_columns(names),
     )
+
+
+def selector_picks(
+    names, key: jax.Array, obs: Observation, ctx: Context
+) -> tuple[Observation, jnp.ndarray]:
+    """`selector_observation` cut to its picks' rows, and those rows' candidate indices.
+
+    At most one row per proposer (rows beyond the distinct picks are masked). A scorer reads
+    each candidate's row alone, so scoring these rows gives the picks' scores for a fraction
+    of the work of scoring the whole pool.
+    """
+    seen = selector_observation(names, key, obs, ctx)
+    k = min(len(names), obs.action_mask.shape[0])
+    _, rows = jax.lax.top_k(seen.action_mask.astype(jnp.float32), k)
+    picks = seen.replace(candidates=seen.candidates[rows], action_mask=seen.action_mask[rows])
+    return picks, rows
