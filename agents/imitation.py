@@ -120,6 +120,10 @@ class ImitationConfig:
     """Listwise target softmax temperature on the normalised gains."""
     beta_decay: float = 0.0
     """Probability that the expert acts in round r >= 1 is `beta_decay ** r`."""
+    anchor_bonus: float = 0.0
+    """A selector's prior toward its first proposer (margin in `sel_big`): added to the
+    normalised target of that proposer's pick, so the scorer learns to leave it only where
+    another pick's one-step gain is higher by more than this (in the targets' units)."""
 
     @property
     def steps_per_update(self) -> int:
@@ -186,6 +190,14 @@ class ImitationConfig:
                     f"n_policy_labels = {len(names)} (the number of proposers; got "
                     f"{self.n_labels} and {self.n_policy_labels})"
                 )
+        if isinstance(self.anchor_bonus, int | float) and self.anchor_bonus:
+            if not self.proposers:
+                raise ValueError(
+                    f"anchor_bonus ({self.anchor_bonus}) is a selector's prior toward its "
+                    "first proposer: set proposers, or anchor_bonus 0"
+                )
+            if self.anchor_bonus < 0:
+                raise ValueError(f"anchor_bonus must be >= 0, got {self.anchor_bonus}")
         if self.shortlist and not self.n_policy_labels == self.n_labels <= self.shortlist:
             raise ValueError(
                 f"with shortlist={self.shortlist} the expert labels the shortlist's top "
@@ -256,6 +268,13 @@ def n_columns(config: ImitationConfig) -> int:
     return len(ActiveLearningEnv(config.env).features) + len(selector_columns(config.proposers))
 
 
+def anchor_column(config: ImitationConfig) -> int:
+    """Index of `proposed_by_<first proposer>` among the scorer's columns (`n_columns`)."""
+    if not config.proposers:
+        raise ValueError("anchor_column: this config names no proposers")
+    return len(ActiveLearningEnv(config.env).features)
+
+
 def policy_scores(scorer: Scorer, params: Any, obs: Observation, shortlist: int = 0) -> jnp.ndarray:
     """The learned policy's score of every candidate of `obs` (-1e9 where masked).
 
@@ -301,6 +320,9 @@ def ranking_loss(scores: jnp.ndarray, samples: Samples, config: ImitationConfig)
     """Mean over states of the configured ranking loss of `scores` (n, L) against the gains."""
     mask = samples.mask
     t, weight = normalise_targets(samples.gains, mask, config.targets, samples.scale)
+    if config.proposers:  # the prior toward the first proposer's pick (0: none)
+        anchor = samples.candidates[..., anchor_column(config)] > 0.5
+        t = t + config.anchor_bonus * (anchor & mask & (weight[..., None] > 0))
     if config.loss == "listwise":
         target = jax.nn.softmax(jnp.where(mask, t / config.temperature, -jnp.inf), axis=-1)
         logq = jax.nn.log_softmax(jnp.where(mask, scores, -1e9), axis=-1)

@@ -266,6 +266,16 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         _selector(PROPOSERS),
         "train",
     ),
+    "sel_big_a05": (
+        "sel_big with a prior toward margin: its pick's target gets +0.5 (anchor_bonus)",
+        {**_selector(DEFAULT_PROPOSERS), "anchor_bonus": 0.5},
+        "train",
+    ),
+    "sel_big_a1": (
+        "sel_big with a stronger prior toward margin: anchor_bonus 1.0",
+        {**_selector(DEFAULT_PROPOSERS), "anchor_bonus": 1.0},
+        "train",
+    ),
 }
 #: The imitation recipe of the `demo` and `paper` presets.
 _IMITATION_PRESET_RECIPES = {"demo": "sl16_big", "paper": "sl16_huge"}
