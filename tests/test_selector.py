@@ -236,3 +236,59 @@ def test_a_policy_without_proposers_reads_only_its_trained_columns():
         "distinct_picks",
         "balance_gap",
     )
+
+
+def _anchor_samples(config, gains, mask, anchor_row):
+    """Samples of 2 states x 3 labelled proposals whose row `anchor_row` is margin's pick."""
+    n, L = gains.shape
+    cand = np.zeros((n, L, imitation.n_columns(config)), np.float32)
+    cand[:, anchor_row, imitation.anchor_column(config)] = 1.0
+    return imitation.Samples(
+        state=np.zeros((n, 4), np.float32),
+        candidates=cand,
+        mask=mask,
+        gains=gains.astype(np.float32),
+        index=np.zeros((n, L), np.int32),
+        scale=np.full((n,), 0.01, np.float32),
+    )
+
+
+def test_the_anchor_bonus_moves_the_listwise_target_toward_the_first_proposers_pick():
+    fields = dict(proposers=PROPOSERS, n_labels=3, n_policy_labels=3, shortlist=0)
+    config = imitation.ImitationConfig(**fields, anchor_bonus=0.5, temperature=0.5)
+    assert imitation.anchor_column(config) == len(ActiveLearningEnv(config.env).features)
+    # state 0: three distinct gains; state 1: all gains equal (weight 0, so no bonus either)
+    gains = np.array([[0.02, 0.0, -0.01], [0.01, 0.01, 0.01]])
+    mask = np.ones((2, 3), bool)
+    samples = _anchor_samples(config, gains, mask, anchor_row=1)
+    scores = np.array([[0.3, -0.2, 0.1], [1.0, 0.0, 0.0]], np.float32)
+    loss = float(imitation.ranking_loss(scores, samples, config))
+    # closed form: episode targets (gains - their state mean) / 0.01, the anchor + 0.5
+    t = (gains[0] - gains[0].mean()) / 0.01
+    t[1] += 0.5
+    target = np.exp(t / 0.5) / np.exp(t / 0.5).sum()
+    logq = scores[0] - np.log(np.exp(scores[0]).sum())
+    np.testing.assert_allclose(loss, -(target * logq).sum(), rtol=1e-5)
+    without = imitation.ImitationConfig(**fields, temperature=0.5)
+    t0 = (gains[0] - gains[0].mean()) / 0.01
+    target0 = np.exp(t0 / 0.5) / np.exp(t0 / 0.5).sum()
+    loss0 = float(imitation.ranking_loss(scores, samples, without))
+    np.testing.assert_allclose(loss0, -(target0 * logq).sum(), rtol=1e-5)
+    # the bonus makes scoring margin's pick higher pay off more than without it
+    up = scores.copy()
+    up[0, 1] += 1.0
+    gain_with = loss - float(imitation.ranking_loss(up, samples, config))
+    gain_without = loss0 - float(imitation.ranking_loss(up, samples, without))
+    assert gain_with > gain_without + 0.01
+
+
+def test_an_anchor_bonus_needs_proposers_and_is_not_negative():
+    with pytest.raises(ValueError, match="anchor_bonus .* set proposers"):
+        imitation.ImitationConfig(anchor_bonus=0.5)
+    with pytest.raises(ValueError, match="anchor_bonus must be >= 0"):
+        imitation.ImitationConfig(
+            proposers=PROPOSERS, n_labels=3, n_policy_labels=3, shortlist=0, anchor_bonus=-1.0
+        )
+    with pytest.raises(ValueError, match="names no proposers"):
+        imitation.anchor_column(imitation.ImitationConfig())
+    assert imitation_recipe("sel_big_a1").config.anchor_bonus == 1.0
