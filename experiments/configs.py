@@ -276,6 +276,11 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         {**_selector(DEFAULT_PROPOSERS), "anchor_bonus": 1.0},
         "train",
     ),
+    "sel_big_wide": (
+        "sel_big on a wider training mix: train + 32 synthetic tasks (honeypots, imbalance, noise)",
+        _selector(DEFAULT_PROPOSERS),
+        "train+synthetic:32",
+    ),
 }
 #: The imitation recipe of the `demo` and `paper` presets.
 _IMITATION_PRESET_RECIPES = {"demo": "sl16_big", "paper": "sl16_huge"}
