@@ -9,6 +9,14 @@ clipped-surrogate minibatch steps with an entropy bonus. Per-update metrics:
 the `losses/*` of the minibatch steps, `losses/explained_variance` of the
 rollout's values and `charts/learning_rate` (Adam's step size).
 
+With `proposers` the policy is a strategy selector, as in imitation
+(`metaal.strategies.selector`): at every step the proposers' picks are its
+whole action set, each with the selector columns, and only they are scored.
+`init_policy` starts the run from a saved policy's weights (e.g. a DAgger
+selector), so RL fine-tunes an imitation start with credit over the whole
+episode (the issue's non-myopic lever); the value head starts where that
+file left it (untrained, for an imitation policy).
+
 Bootstrapping stops at `terminated` only: the env never truncates (the
 budget is part of the state), so the value after a terminal step is zero.
 
@@ -34,7 +42,8 @@ from flax.training.train_state import TrainState
 
 from metaal.agents import rollout
 from metaal.envs.core import ActiveLearningEnv, EnvConfig, Observation
-from metaal.policy_net import CandidateScorer, network
+from metaal.policy_net import SCORER, CandidateScorer, network, proposers_of, trained_features
+from metaal.strategies.selector import check_proposers, selector_picks
 
 
 @struct.dataclass
@@ -61,6 +70,13 @@ class PPOConfig:
     """`none` or `task` (divide rewards by a per-task scale, see `agents.rollout`)."""
     anneal_lr: bool = struct.field(pytree_node=False, default=True)
     """Decay the learning rate linearly to zero over the run."""
+    proposers: tuple[str, ...] = struct.field(pytree_node=False, default=())
+    """If set, a strategy selector: the policy chooses among these heuristics' picks of each
+    step (`metaal.strategies.selector`); needs the whole pool as candidates (n_candidates
+    none), as at transfer time."""
+    init_policy: str = struct.field(pytree_node=False, default="")
+    """A saved policy file whose scorer weights start the run (same widths, columns and
+    proposers); empty: a fresh network."""
     lr: float = 3e-4
     """Adam learning rate."""
     gamma: float = 0.99
@@ -90,8 +106,22 @@ class PPOConfig:
         """The same config running `updates` updates."""
         return self.replace(total_steps=updates * self.steps_per_update)
 
+    def __post_init__(self) -> None:
+        if self.proposers:  # a JSON list hashes as a tuple
+            object.__setattr__(self, "proposers", tuple(self.proposers))
+
     def check(self) -> None:
-        """Raise a clear error for settings that cannot work."""
+        """Raise a clear error for settings that cannot work (reads `init_policy`'s file)."""
+        if self.proposers:
+            check_proposers(self.proposers)
+            if self.env.n_candidates is not None:
+                raise ValueError(
+                    f"proposers {list(self.proposers)}: a selector's proposers choose from the "
+                    f"whole pool, as at transfer time; set n_candidates none (got "
+                    f"{self.env.n_candidates})"
+                )
+        if self.init_policy:
+            start_params(self)
         if self.steps_per_update % self.num_minibatches:
             raise ValueError(
                 f"num_envs * num_steps = {self.steps_per_update} must be divisible by "
@@ -191,6 +221,70 @@ def _apply(net: CandidateScorer, params: Any, obs: Observation):
     return net.apply(params, obs.state, obs.candidates, obs.action_mask)
 
 
+def start_params(config: PPOConfig) -> Any:
+    """The scorer weights of `config.init_policy`, after checking that this run can use them.
+
+    The file must hold one `CandidateScorer` with the config's widths, trained on the
+    training env's candidate columns and the config's proposers; a ValueError names the
+    file and the mismatch otherwise.
+    """
+    from metaal.strategies.learned import LearnedStrategy  # the registry imports agents' users
+
+    path = config.init_policy
+    try:
+        policy = LearnedStrategy.load(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"init_policy {path!r} cannot be read: {err}") from err
+    saved = policy.config
+    want = {"hidden": list(config.hidden), "state_hidden": int(config.state_hidden)}
+    problems = []
+    if saved.get("scorer") != SCORER:
+        problems.append(f"its scorer is {saved.get('scorer')!r}, not one network ({SCORER})")
+    elif saved.get("network") != want:
+        problems.append(f"its network is {saved.get('network')}, this run's {want}")
+    if saved.get("probe_size") != config.env.probe_size:
+        problems.append(
+            f"its probe size is {saved.get('probe_size')}, this env's {config.env.probe_size}"
+        )
+    features = tuple(ActiveLearningEnv(config.env).features)
+    if trained_features(saved) != features:
+        problems.append("it was trained on other candidate columns than this env computes")
+    if proposers_of(saved) != tuple(config.proposers):
+        problems.append(
+            f"its proposers are {list(proposers_of(saved))}, this run's {list(config.proposers)}"
+        )
+    if problems:
+        raise ValueError(
+            f"init_policy {path!r} cannot start this run: {'; '.join(problems)}. Train with the "
+            "policy's settings (--hidden, --state-hidden, --proposers, --probe-size, the same "
+            "env) or drop "
+            "--init-policy"
+        )
+    return policy.params
+
+
+def observe(
+    config: PPOConfig, env: Any, key: jax.Array, envs: rollout.Envs
+) -> tuple[Observation, jnp.ndarray | None]:
+    """What the policy scores in every slot, and the pool candidate of each of its rows.
+
+    Without proposers that is the env's observation (rows None: row = candidate).
+    A selector sees its proposers' picks only (`selector_picks`): (N, P) rows.
+    """
+    if not config.proposers:
+        return envs.obs, None
+    ctx = jax.vmap(env.context)(envs.state, envs.params)
+    keys = jax.random.split(key, envs.task.shape[0])
+    return jax.vmap(lambda k, o, c: selector_picks(config.proposers, k, o, c))(keys, envs.obs, ctx)
+
+
+def env_action(rows: jnp.ndarray | None, choice: jnp.ndarray) -> jnp.ndarray:
+    """The env action of each slot's chosen row (`observe`'s rows; the row itself without)."""
+    if rows is None:
+        return choice
+    return jnp.take_along_axis(rows, choice[:, None], axis=-1)[:, 0]
+
+
 def init(
     config: PPOConfig, key: jax.Array, tasks: rollout.TrainingTasks, env: Any = None
 ) -> PPORunner:
@@ -200,8 +294,19 @@ def init(
     net = network(config.hidden, config.state_hidden)
     k_net, k_env, key = jax.random.split(key, 3)
     envs = rollout.reset(env, k_env, tasks, config.num_envs)
-    first = jax.tree.map(lambda x: x[0], envs.obs)
+    seen, _ = observe(config, env, jax.random.fold_in(k_env, 1), envs)
+    first = jax.tree.map(lambda x: x[0], seen)
     params = net.init(k_net, first.state, first.candidates, first.action_mask)
+    if config.init_policy:
+        start = start_params(config)
+        if jax.tree.structure(start) != jax.tree.structure(params) or any(
+            a.shape != b.shape
+            for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(params), strict=True)
+        ):
+            raise ValueError(
+                f"init_policy {config.init_policy!r}: its weights do not have this run's shapes"
+            )
+        params = jax.tree.map(lambda a, b: jnp.asarray(a, b.dtype), start, params)
 
     train_state = TrainState.create(apply_fn=net.apply, params=params, tx=optimiser(config))
     # A typed step counter (not a weakly typed 0), so a restored runner has the same types.
@@ -219,11 +324,12 @@ def update(
     def env_step(carry, _):
         train_state, envs, key = carry
         key, k_act, k_env = jax.random.split(key, 3)
-        scores, value = _apply(net, train_state.params, envs.obs)
+        obs, rows = observe(config, env, jax.random.fold_in(k_act, 1), envs)
+        scores, value = _apply(net, train_state.params, obs)
         action = jax.random.categorical(k_act, scores)
         log_prob = jnp.take_along_axis(jax.nn.log_softmax(scores), action[:, None], axis=-1)[:, 0]
-        obs = envs.obs
-        envs, out = rollout.step(env, k_env, envs, action, tasks, config.reward_norm)
+        chosen = env_action(rows, action)
+        envs, out = rollout.step(env, k_env, envs, chosen, tasks, config.reward_norm)
         transition = Transition(obs, action, log_prob, value, out.reward, out.done)
         return (train_state, envs, key), (transition, rollout.episode_stats(out))
 
@@ -232,7 +338,8 @@ def update(
     (train_state, envs, key), (traj, stats) = jax.lax.scan(
         env_step, (train_state, runner.envs, runner.key), None, config.num_steps
     )
-    _, last_value = _apply(net, train_state.params, envs.obs)
+    last_obs, _ = observe(config, env, jax.random.fold_in(key, 1), envs)
+    _, last_value = _apply(net, train_state.params, last_obs)
     advantages, targets = compute_gae(
         traj.reward, traj.value, traj.done, last_value, config.gamma, config.gae_lambda
     )

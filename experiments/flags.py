@@ -114,7 +114,10 @@ def add_config_flags(
     skip: tuple[str, ...] = (),
     titles: dict[str, str] | None = None,
 ) -> None:
-    """One flag per field of every section's config (argparse default None: not given)."""
+    """One flag per field of every section's config; a flag not given leaves no attribute.
+
+    (Not given cannot be a default of None: `--n-candidates none` must be able to set None.)
+    """
     for section, config in sections.items():
         group = parser.add_argument_group((titles or {}).get(section, f"{section} settings"))
         hints = typing.get_type_hints(type(config))
@@ -126,7 +129,7 @@ def add_config_flags(
                 flag,
                 dest=f"{section}.{f.name}",
                 type=_parser_of(hints[f.name], flag),
-                default=None,
+                default=argparse.SUPPRESS,
                 metavar=type(value).__name__.upper() if value is not None else "VALUE",
                 help=f"{docs.get(f.name, '')} (default: {_shown(value)})".strip(),
             )
@@ -136,8 +139,8 @@ def given_flags(args: argparse.Namespace, sections: dict[str, Any]) -> list[str]
     """The config flags set on the command line."""
     return [
         flag_name(dest.split(".", 1)[1])
-        for dest, value in vars(args).items()
-        if "." in dest and dest.split(".", 1)[0] in sections and value is not None
+        for dest in vars(args)
+        if "." in dest and dest.split(".", 1)[0] in sections
     ]
 
 
@@ -148,7 +151,7 @@ def apply_flags(args: argparse.Namespace, sections: dict[str, Any]) -> dict[str,
         changes = {
             dest.split(".", 1)[1]: value
             for dest, value in vars(args).items()
-            if dest.startswith(section + ".") and value is not None
+            if dest.startswith(section + ".")
         }
         with in_flag_terms({name: flag_name(name) for name in changes}):
             out[section] = dataclasses.replace(config, **changes) if changes else config

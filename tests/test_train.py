@@ -252,6 +252,16 @@ def test_budget_and_candidate_options_set_the_training_env():
     assert settings.config.env.fit_steps == default.fit_steps  # the rest is the preset's
     with pytest.raises(ValueError, match="budget must be a positive"):
         train_mod.settings_from_args(parse("--budget", "0"))
+    # `none` sets None (the whole pool), which must not read as "not given"
+    whole = train_mod.settings_from_args(parse("--n-candidates", "none"))
+    assert whole.config.env.n_candidates is None and default.n_candidates == 32
+
+
+def test_ppo_selector_flags_reach_the_config():
+    args = parse("--proposers", "margin,badge", "--init-policy", "runs/x/policy")
+    settings = train_mod.settings_from_args(args)
+    assert settings.config.proposers == ("margin", "badge")
+    assert settings.config.init_policy == "runs/x/policy"
 
 
 @pytest.mark.parametrize("name", ["demo", "paper"])
