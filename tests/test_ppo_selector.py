@@ -70,8 +70,8 @@ def _saved_policy(path, env, proposers=SAME_PICK, hidden=HIDDEN):
 def test_where_the_proposers_agree_ppo_executes_their_pick(setup):
     env, tasks = setup
     config = _config()
-    envs = rollout.reset(env, jax.random.key(1), tasks, config.num_envs)
-    seen, rows = ppo.observe(config, env, jax.random.key(2), envs)
+    envs = jax.jit(lambda k: rollout.reset(env, k, tasks, config.num_envs))(jax.random.key(1))
+    seen, rows = jax.jit(lambda k, e: ppo.observe(config, env, k, e))(jax.random.key(2), envs)
     assert seen.candidates.shape == (4, 2, len(env.features) + 5)
     assert np.all(np.asarray(seen.action_mask).sum(axis=1) == 1)  # one distinct pick
     net = network(HIDDEN, STATE_HIDDEN)
