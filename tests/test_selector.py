@@ -52,9 +52,13 @@ def tasks():
     return out
 
 
-def test_a_selector_that_follows_one_proposer_is_that_heuristic(tasks):
+@pytest.mark.parametrize("query_batch", [1, 4])
+def test_a_selector_that_follows_one_proposer_is_that_heuristic(tasks, query_batch):
+    # in rounds of 4 (one refit a round) too: the proposers see the round's earlier picks as
+    # the heuristics themselves do, so a follower stays its heuristic pick for pick
     followers = [follower(n).to_strategy(f"follows_{n}") for n in ("margin", "coreset", "random")]
     kwargs = dict(seeds=SEEDS, budget=BUDGET, n_initial=3, out_dir=None, progress=False)
+    kwargs["query_batch"] = query_batch
     results = evaluate.evaluate(tasks, [*followers, "margin", "coreset"], **kwargs)
     curves = results.pivot_table(
         index=["dataset", "seed", "step"], columns="strategy", values="test_accuracy"
