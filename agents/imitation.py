@@ -272,7 +272,8 @@ def anchor_column(config: ImitationConfig) -> int:
     """Index of `proposed_by_<first proposer>` among the scorer's columns (`n_columns`)."""
     if not config.proposers:
         raise ValueError("anchor_column: this config names no proposers")
-    return len(ActiveLearningEnv(config.env).features)
+    extra = selector_columns(config.proposers)
+    return n_columns(config) - len(extra) + extra.index(f"proposed_by_{config.proposers[0]}")
 
 
 def policy_scores(scorer: Scorer, params: Any, obs: Observation, shortlist: int = 0) -> jnp.ndarray:

@@ -257,8 +257,7 @@ def start_params(config: PPOConfig) -> Any:
         raise ValueError(
             f"init_policy {path!r} cannot start this run: {'; '.join(problems)}. Train with the "
             "policy's settings (--hidden, --state-hidden, --proposers, --probe-size, the same "
-            "env) or drop "
-            "--init-policy"
+            "env) or drop --init-policy"
         )
     return policy.params
 
