@@ -3,15 +3,16 @@
     python -m metaal.experiments.policy_table --heuristics runs/val_heuristics
         --policy runs/val_sel_big_s0 --policy runs/val_sl16_big_s0 [--oracle runs/oracle]
 
-Every folder is a finished `metaal evaluate` run of the same tasks and seeds (`--merge`'s
-rule: its `results.csv`); a policy is compared on its own seeds, which the heuristics'
-run must hold (it may hold more). For each policy the table gives its mean rank among the
-heuristics plus itself, margin's rank in the same ranking, its mean AULC and the
-difference to margin's, W/T/L against margin and BADGE (paired Wilcoxon over seeds,
-alpha 0.05; the same test as every report) and the data sets where its mean AULC is above
-margin's. With `--oracle`, the share of the margin-to-oracle gap it closes:
-(policy - margin) / (oracle - margin) in mean AULC. This is the table of issue 16's
-validation protocol and of its held-out evaluations.
+Every folder is a finished `metaal evaluate` run of the same env (`--merge`'s rule: its
+`results.csv`). A policy is compared on its own data sets and seeds, which the heuristics'
+run must hold; it may hold more (all of `train` against a policy validated on
+`train-val:K`). For each policy the table gives its mean rank among the heuristics plus
+itself, margin's rank in the same ranking, its mean AULC and the difference to margin's,
+W/T/L against margin and BADGE (paired Wilcoxon over seeds, alpha 0.05; the same test as
+every report) and the data sets where its mean AULC is above margin's. With `--oracle`,
+the share of the margin-to-oracle gap it closes: (policy - margin) / (oracle - margin) in
+mean AULC. This is the table of issue 16's validation protocol and of its held-out
+evaluations.
 """
 
 from __future__ import annotations
@@ -48,9 +49,18 @@ def policy_rows(
         if len(names) != 1:
             raise ValueError(f"a policy's evaluation must hold one strategy, got {names}")
         name = names[0]
-        # paired on the policy's seeds: heuristics run with more seeds count on those only
-        seeds = set(frame["seed"])
-        joint = pd.concat([base[base["seed"].isin(seeds)], frame], ignore_index=True)
+        # paired on the policy's data sets and seeds: a heuristics run of more data sets
+        # (all of `train` against a policy validated on `train-val:K`) or more seeds counts
+        # on those only
+        datasets, seeds = set(frame["dataset"]), set(frame["seed"])
+        mine = base["dataset"].isin(datasets) & base["seed"].isin(seeds)
+        missing = datasets - set(base["dataset"])
+        if missing:
+            raise ValueError(
+                f"policy {name!r} ran on data sets the heuristics' run lacks: "
+                f"{', '.join(sorted(missing))}; evaluate the heuristics on them too"
+            )
+        joint = pd.concat([base[mine], frame], ignore_index=True)
         summary = metrics.summarise(joint)
         ranks = metrics.mean_ranks(summary)
         aulc = summary.pivot(index="dataset", columns="strategy", values="aulc_mean")
@@ -68,7 +78,11 @@ def policy_rows(
             row[f"W/T/L vs {opponent}"] = f"{w['wins']}/{w['ties']}/{w['losses']}"
         row["above margin"] = f"{int((aulc[name] > aulc['margin']).sum())}/{len(aulc)}"
         if oracle is not None:
-            ref = oracle[(oracle["strategy"] == "oracle") & oracle["seed"].isin(seeds)]
+            ref = oracle[
+                (oracle["strategy"] == "oracle")
+                & oracle["seed"].isin(seeds)
+                & oracle["dataset"].isin(datasets)
+            ]
             o = metrics.summarise(ref)["aulc_mean"].mean()
             row["gap closed"] = (aulc[name].mean() - aulc["margin"].mean()) / (
                 o - aulc["margin"].mean()

@@ -212,6 +212,22 @@ def test_suite_names_and_combinations():
     assert suite_names("sklearn/iris") == ["sklearn/iris"]
 
 
+def test_train_folds_partition_train():
+    vals = [suite_names(f"train-val:{k}") for k in range(3)]
+    # The three validation folds partition train, each is a third of it (29 = 10 + 10 + 9) ...
+    assert sorted(n for v in vals for n in v) == sorted(TRAIN)
+    assert [len(v) for v in vals] == [10, 10, 9]
+    assert vals[1][:2] == [TRAIN[1], TRAIN[4]]
+    for k, val in enumerate(vals):
+        fit = suite_names(f"train-fit:{k}")
+        # ... and a fit fold is the rest of train, in train's order, disjoint from its val fold.
+        assert not set(fit) & set(val)
+        assert fit == [n for n in TRAIN if n not in val]
+    for bad in ("train-val:3", "train-fit:7"):
+        with pytest.raises(DataError, match="the fold must be 0..2"):
+            suite_names(bad)
+
+
 def test_unknown_suite_lists_known_suites():
     with pytest.raises(DataError, match="unknown suite 'trian'") as err:
         suite_names("trian+synthetic")

@@ -227,6 +227,15 @@ def test_the_policy_table_ranks_each_policy_alone_and_measures_the_gap():
     assert table.loc["sel", "above margin"] == "3/3"
     with pytest.raises(ValueError, match="one strategy"):
         policy_rows(heuristics, [pd.concat([better, worse])])
+    # a policy validated on a fold of the data sets is ranked on that fold only: data set
+    # "d", where margin is far behind, does not enter its row
+    wider = pd.concat([heuristics, _curves("margin", -0.5, datasets=("d",))])
+    fold = better[better["dataset"] != "c"]
+    row = policy_rows(wider, [fold]).set_index("policy").loc["sel"]
+    assert row["W/T/L vs margin"] == "2/0/0" and row["above margin"] == "2/2"
+    np.testing.assert_allclose(row["AULC - margin"], 0.004, atol=1e-12)
+    with pytest.raises(ValueError, match="data sets the heuristics' run lacks: e"):
+        policy_rows(heuristics, [_curves("sel", 0.0, datasets=("a", "e"))])
 
 
 def test_a_policy_without_proposers_reads_only_its_trained_columns():

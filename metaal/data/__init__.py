@@ -29,6 +29,7 @@ from metaal.data.suites import (
     load_suite,
     load_task,
     suite_names,
+    train_fold,
 )
 from metaal.data.synthetic import make_synthetic_task, synthetic_task
 from metaal.data.task import DataError, Split, Task, encode_frame, make_split, split_sizes
@@ -58,5 +59,6 @@ __all__ = [
     "split_sizes",
     "stack_splits",
     "suite_names",
+    "train_fold",
     "synthetic_task",
 ]

@@ -6,6 +6,10 @@ Suites:
               scikit-learn), never used in meta-training;
   synthetic   64 generated tasks `synthetic/0` .. `synthetic/63`;
               `synthetic:N` gives the first N instead;
+  train-val:K  fold K (0, 1 or 2) of `train`'s tasks: every third task from
+              the K-th (`TRAIN[K::3]`), for validation on data sets never
+              trained on;
+  train-fit:K  the other two thirds of `train`, to train on beside it;
   fm-train    3 foundation-model tasks (texts and images embedded by a
               pretrained encoder, `metaal.data.fm`) for meta-training;
   fm-heldout  3 foundation-model tasks from other corpora, never trained on.
@@ -80,10 +84,15 @@ ALL_HELDOUT: tuple[str, ...] = (*HELDOUT, *FM_HELDOUT)
 #: Tasks in the suite `synthetic` when no count is given.
 N_SYNTHETIC = 64
 
+#: Folds of `train` for leave-tasks-out validation (`train-fit:K` / `train-val:K`).
+N_TRAIN_FOLDS = 3
+
 _SYNTHETIC_TASK = re.compile(r"synthetic/(\d+)")
 _SYNTHETIC_SUITE = re.compile(r"synthetic(?::(\d+))?")
+_TRAIN_FOLD_SUITE = re.compile(r"train-(fit|val):(\d+)")
 _KNOWN_SUITES = (
     "train, heldout, fm-train, fm-heldout, synthetic (or synthetic:N for the first N), "
+    f"train-fit:K and train-val:K (K below {N_TRAIN_FOLDS}: a fold of train's tasks), "
     "combinations joined with + (e.g. train+synthetic), or a single data set name "
     "(see `metaal datasets`)"
 )
@@ -118,12 +127,28 @@ def _is_task_name(name: str) -> bool:
     return known or Path(name).is_file()
 
 
+def train_fold(fold: int, part: str = "val") -> list[str]:
+    """`train-val:fold` (every third task of `TRAIN` from `fold`) or `train-fit:fold` (the rest).
+
+    Training on `train-fit:K` and validating on `train-val:K` measures transfer to
+    data sets the policy never saw, which fresh splits of its own data sets do not.
+    """
+    if not 0 <= fold < N_TRAIN_FOLDS:
+        raise DataError(
+            f"train-{part}:{fold}: the fold must be 0..{N_TRAIN_FOLDS - 1} "
+            f"({N_TRAIN_FOLDS} folds of train's {len(TRAIN)} tasks)"
+        )
+    val = TRAIN[fold::N_TRAIN_FOLDS]
+    return list(val) if part == "val" else [n for n in TRAIN if n not in val]
+
+
 def suite_names(suite: str) -> list[str]:
     """Task names of a suite (see the module docstring), in order, without repeats."""
     names: list[str] = []
     for part in suite.split("+"):
         part = part.strip()
         synthetic = _SYNTHETIC_SUITE.fullmatch(part)
+        fold = _TRAIN_FOLD_SUITE.fullmatch(part)
         if part == "train":
             names.extend(TRAIN)
         elif part == "heldout":
@@ -132,6 +157,8 @@ def suite_names(suite: str) -> list[str]:
             names.extend(FM_TRAIN)
         elif part == "fm-heldout":
             names.extend(FM_HELDOUT)
+        elif fold:
+            names.extend(train_fold(int(fold.group(2)), fold.group(1)))
         elif synthetic:
             count = int(synthetic.group(1) or N_SYNTHETIC)
             names.extend(f"synthetic/{i}" for i in range(count))
