@@ -276,6 +276,11 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         {**_selector(DEFAULT_PROPOSERS), "anchor_bonus": 1.0},
         "train",
     ),
+    "sel_mbr_a05": (
+        "a selector among three families only, margin, BADGE and random, with anchor_bonus 0.5",
+        {**_selector(("margin", "badge", "random")), "anchor_bonus": 0.5},
+        "train",
+    ),
     "sel_big_wide": (
         "sel_big on a wider training mix: train + 32 synthetic tasks (honeypots, imbalance, noise)",
         _selector(DEFAULT_PROPOSERS),

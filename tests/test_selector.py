@@ -305,3 +305,6 @@ def test_an_anchor_bonus_needs_proposers_and_is_not_negative():
     with pytest.raises(ValueError, match="names no proposers"):
         imitation.anchor_column(imitation.ImitationConfig())
     assert imitation_recipe("sel_big_a1").config.anchor_bonus == 1.0
+    small = imitation_recipe("sel_mbr_a05").config
+    assert small.proposers == ("margin", "badge", "random") and small.anchor_bonus == 0.5
+    assert small.n_labels == small.n_policy_labels == 3  # DAgger labels every proposal
