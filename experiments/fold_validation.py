@@ -13,7 +13,8 @@ For each fold K (0, 1, 2 by default) it runs
 where ARGS are the words after `--`, with `{fold}` replaced by K (so a PPO fine-tuning can
 start from another recipe's fold: `--init-policy runs/folds_a1/f{fold}/policy`). Then it
 prints `policy_table`'s row of every fold against the heuristics run (paired on each fold's
-data sets and seeds) and the verdict: the recipe counts only if its mean AULC is above
+data sets and seeds), a row of the folds pooled (each fold's policy on its own data sets,
+ranked as one) and the verdict: the recipe counts only if its mean AULC is above
 margin's on every fold. Each fold trains on data sets its validation never sees, which
 fresh splits of the training data sets do not give.
 
@@ -209,7 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         frames.append(read_results(val))
     table = policy_rows(heuristics, frames)
     counts = verdict(table)
-    text = markdown_table(table.set_index("policy").round(4)) + (
+    # every fold's policy on its own fold, ranked as one: more data sets, less noise
+    pooled = pd.concat(frames).assign(strategy=f"{out.name}_pooled")
+    shown = pd.concat([table, policy_rows(heuristics, [pooled])], ignore_index=True)
+    text = markdown_table(shown.set_index("policy").round(4)) + (
         f"\n\nverdict: {'counts' if counts else 'does not count'} (AULC - margin "
         f"{' / '.join(f'{d:+.4f}' for d in table['AULC - margin'])}, "
         f"mean {table['AULC - margin'].mean():+.4f})\n"

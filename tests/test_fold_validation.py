@@ -126,6 +126,8 @@ def test_end_to_end_on_two_synthetic_folds(tmp_path, capsys):
     assert fv.main(argv) == 0
     text = (out / "folds.md").read_text()
     assert "folds_f0" in text and "folds_f1" in text
+    # the pooled row ranks both folds' policies on both validation data sets
+    assert [r.split(" | ")[-1] for r in text.splitlines() if "folds_pooled" in r][0][-4:] == "/2 |"
     for k in (0, 1):
         val = pd.read_csv(out / f"val_f{k}" / "results.csv")
         assert set(val["dataset"]) == {f"synthetic/1{k}"}  # each fold on its own data set
