@@ -130,11 +130,18 @@ def verdict(table: pd.DataFrame) -> bool:
 
 
 def claim(out: Path, protocol: dict[str, Any]) -> None:
-    """Create `out` for this protocol, or accept it if it holds the same one (a resume)."""
+    """Create `out` for this protocol, or accept it if it holds the same one (a resume).
+
+    A folder holding only the record of another protocol (its first training refused its
+    arguments, nothing ran) takes the new one.
+    """
     record = out / PROTOCOL_FILE
     if record.is_file():
         before = json.loads(record.read_text())
-        if before != protocol:
+        ran = any(p.name != PROTOCOL_FILE for p in out.iterdir())
+        if before != protocol and not ran:
+            record.write_text(json.dumps(protocol, indent=1))
+        elif before != protocol:
             raise ValueError(
                 f"{out} holds a fold validation with other arguments ({record}): give "
                 "another --out, or the same arguments to resume it"

@@ -95,9 +95,14 @@ def test_bad_arguments_are_refused_before_any_compute(tmp_path, capsys):
     # a folder holding another protocol is refused, and so is one that is not a fold validation
     out.mkdir()
     (out / fv.PROTOCOL_FILE).write_text(json.dumps({"recipe": ["--agent", "ppo"]}))
+    (out / "f0").mkdir()  # a fold has started
     with pytest.raises(SystemExit):
         fv.main(base + ["--", "--agent", "imitation"])
     assert "holds a fold validation with other arguments" in capsys.readouterr().err
+    # with no fold started (its first training refused the recipe), the new protocol is taken
+    (out / "f0").rmdir()
+    fv.claim(out, {"recipe": ["--agent", "imitation"]})
+    assert json.loads((out / fv.PROTOCOL_FILE).read_text()) == {"recipe": ["--agent", "imitation"]}
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
