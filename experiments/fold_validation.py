@@ -50,6 +50,11 @@ PROTOCOL_FLAGS = ("--suite", "--seed", "--out", "--resume")
 PROTOCOL_FILE = "protocol.json"
 
 
+def at_fold(template: str, fold: int) -> str:
+    """A suite or argument template with `{fold}` replaced by `fold`."""
+    return template.replace("{fold}", str(fold))
+
+
 def train_argv(
     recipe: Sequence[str], fold: int, fit_suite: str, out: Path, first_seed: int = 0
 ) -> list[str]:
@@ -64,10 +69,18 @@ def train_argv(
             f"recipe arguments {given} are set by the protocol for each fold (suite "
             f"{fit_suite!r}, seed = --first-train-seed + fold, out = OUT/f<fold>): remove them"
         )
-    filled = [a.replace("{fold}", str(fold)) for a in recipe]
-    suite = fit_suite.replace("{fold}", str(fold))
+    filled = [at_fold(a, fold) for a in recipe]
     seed = str(first_seed + fold)
-    return ["train", *filled, "--suite", suite, "--seed", seed, "--out", str(out)]
+    return [
+        "train",
+        *filled,
+        "--suite",
+        at_fold(fit_suite, fold),
+        "--seed",
+        seed,
+        "--out",
+        str(out),
+    ]
 
 
 def evaluate_argv(
@@ -80,7 +93,7 @@ def evaluate_argv(
     return [
         "evaluate",
         "--suite",
-        val_suite.replace("{fold}", str(fold)),
+        at_fold(val_suite, fold),
         "--seeds",
         str(seeds),
         "--first-seed",
@@ -111,11 +124,11 @@ def check_heuristics(
     missing = {"margin", "badge"} - set(heuristics["strategy"])
     if missing:
         raise ValueError(f"the heuristics run lacks {sorted(missing)}: evaluate them too")
+    seeds_of = heuristics.groupby("dataset")["seed"].unique()
     for fold in folds:
-        suite = val_suite.replace("{fold}", str(fold))
+        suite = at_fold(val_suite, fold)
         for name in suite_names(suite):
-            have = set(heuristics.loc[heuristics["dataset"] == name, "seed"])
-            lacking = sorted(set(seeds) - have)
+            lacking = sorted(set(seeds) - set(seeds_of.get(name, ())))
             if lacking:
                 raise ValueError(
                     f"the heuristics run lacks data set {name} (of {suite}) at seeds "
@@ -187,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_heuristics(heuristics, args.val_suite, folds, seeds)
         for fold in folds:  # every suite name and every protocol flag, before any compute
             train_argv(recipe, fold, args.fit_suite, out / f"f{fold}", args.first_train_seed)
-            suite_names(args.fit_suite.replace("{fold}", str(fold)))
+            suite_names(at_fold(args.fit_suite, fold))
         protocol = {k: v for k, v in vars(args).items() if k not in ("out", "folds")}
         claim(out, {**protocol, "recipe": recipe})
     except (ValueError, OSError) as err:

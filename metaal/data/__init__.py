@@ -59,6 +59,6 @@ __all__ = [
     "split_sizes",
     "stack_splits",
     "suite_names",
-    "train_fold",
     "synthetic_task",
+    "train_fold",
 ]

@@ -133,6 +133,8 @@ def train_fold(fold: int, part: str = "val") -> list[str]:
     Training on `train-fit:K` and validating on `train-val:K` measures transfer to
     data sets the policy never saw, which fresh splits of its own data sets do not.
     """
+    if part not in ("val", "fit"):
+        raise ValueError(f"train_fold: part must be 'val' or 'fit', got {part!r}")
     if not 0 <= fold < N_TRAIN_FOLDS:
         raise DataError(
             f"train-{part}:{fold}: the fold must be 0..{N_TRAIN_FOLDS - 1} "
