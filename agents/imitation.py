@@ -59,7 +59,13 @@ from metaal.envs.core import ActiveLearningEnv, EnvConfig, EnvParams
 from metaal.features import Observation
 from metaal.policy_net import NEG_INF, margin_shortlist, network
 from metaal.strategies.base import select
-from metaal.strategies.selector import check_proposers, selector_columns, selector_observation
+from metaal.strategies.selector import (
+    STEP_COLUMNS,
+    check_proposers,
+    check_step_columns,
+    selector_columns,
+    selector_observation,
+)
 
 FIRST_POLICIES = ("oracle", "margin")
 EXPERT_SETS = ("val", "pool+val")
@@ -106,6 +112,10 @@ class ImitationConfig:
     step (`metaal.strategies.selector`), the expert labels exactly those, and the candidates
     carry the selector columns (who proposed them, how much the heuristics disagree). Needs
     shortlist 0 and n_labels = n_policy_labels = the number of proposers."""
+    selector_state: tuple[str, ...] = struct.field(pytree_node=False, default=STEP_COLUMNS)
+    """A selector's step columns, the same for every candidate of a step, by name
+    (`metaal.strategies.selector.STEP_FEATURES`: distinct_picks, balance_gap, fit_error,
+    label_disagreement)."""
     state_hidden: int = struct.field(pytree_node=False, default=32)
     """State embedding width of the `CandidateScorer`."""
     loss: str = struct.field(pytree_node=False, default="listwise")
@@ -179,6 +189,7 @@ class ImitationConfig:
         if self.proposers:
             names = check_proposers(self.proposers)
             object.__setattr__(self, "proposers", names)  # a JSON list hashes as a tuple
+            object.__setattr__(self, "selector_state", check_step_columns(self.selector_state))
             if self.shortlist:
                 raise ValueError(
                     f"a selector (proposers {list(names)}) chooses among its proposers' picks; "
@@ -265,14 +276,15 @@ def make_scorer(config: ImitationConfig) -> Scorer:
 
 def n_columns(config: ImitationConfig) -> int:
     """Candidate columns the scorer reads: the env's, then a selector's (`selector_columns`)."""
-    return len(ActiveLearningEnv(config.env).features) + len(selector_columns(config.proposers))
+    extra = selector_columns(config.proposers, config.selector_state)
+    return len(ActiveLearningEnv(config.env).features) + len(extra)
 
 
 def anchor_column(config: ImitationConfig) -> int:
     """Index of `proposed_by_<first proposer>` among the scorer's columns (`n_columns`)."""
     if not config.proposers:
         raise ValueError("anchor_column: this config names no proposers")
-    extra = selector_columns(config.proposers)
+    extra = selector_columns(config.proposers, config.selector_state)
     return n_columns(config) - len(extra) + extra.index(f"proposed_by_{config.proposers[0]}")
 
 
@@ -379,7 +391,10 @@ def make_episode(config: ImitationConfig, scorer: Scorer) -> Callable:
             seen = obs  # what the policy scores: a selector's proposals with their columns
             if config.proposers:  # its own key, so the other recipes' draws stay as they were
                 ctx = env.context(state, params)
-                seen = selector_observation(config.proposers, jax.random.fold_in(key, 5), obs, ctx)
+                k_sel = jax.random.fold_in(key, 5)
+                seen = selector_observation(
+                    config.proposers, k_sel, obs, ctx, config.selector_state
+                )
             learned = policy_scores(scorer, net_params, seen, config.shortlist)
             margin = jnp.where(obs.action_mask, -obs.column("margin"), -jnp.inf)
             restricted = config.shortlist or config.proposers

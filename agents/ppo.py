@@ -42,8 +42,20 @@ from flax.training.train_state import TrainState
 
 from metaal.agents import rollout
 from metaal.envs.core import ActiveLearningEnv, EnvConfig, Observation
-from metaal.policy_net import SCORER, CandidateScorer, network, proposers_of, trained_features
-from metaal.strategies.selector import check_proposers, selector_picks
+from metaal.policy_net import (
+    SCORER,
+    CandidateScorer,
+    network,
+    proposers_of,
+    selector_state_of,
+    trained_features,
+)
+from metaal.strategies.selector import (
+    STEP_COLUMNS,
+    check_proposers,
+    check_step_columns,
+    selector_picks,
+)
 
 
 @struct.dataclass
@@ -74,6 +86,10 @@ class PPOConfig:
     """If set, a strategy selector: the policy chooses among these heuristics' picks of each
     step (`metaal.strategies.selector`); needs the whole pool as candidates (n_candidates
     none), as at transfer time."""
+    selector_state: tuple[str, ...] = struct.field(pytree_node=False, default=STEP_COLUMNS)
+    """A selector's step columns, the same for every candidate of a step, by name
+    (`metaal.strategies.selector.STEP_FEATURES`: distinct_picks, balance_gap, fit_error,
+    label_disagreement)."""
     init_policy: str = struct.field(pytree_node=False, default="")
     """A saved policy file whose scorer weights start the run (same widths, columns and
     proposers); empty: a fresh network."""
@@ -109,11 +125,13 @@ class PPOConfig:
     def __post_init__(self) -> None:
         if self.proposers:  # a JSON list hashes as a tuple
             object.__setattr__(self, "proposers", tuple(self.proposers))
+        object.__setattr__(self, "selector_state", tuple(self.selector_state))
 
     def check(self) -> None:
         """Raise a clear error for settings that cannot work (reads `init_policy`'s file)."""
         if self.proposers:
             check_proposers(self.proposers)
+            check_step_columns(self.selector_state)
             if self.env.n_candidates is not None:
                 raise ValueError(
                     f"proposers {list(self.proposers)}: a selector's proposers choose from the "
@@ -253,11 +271,16 @@ def start_params(config: PPOConfig) -> Any:
         problems.append(
             f"its proposers are {list(proposers_of(saved))}, this run's {list(config.proposers)}"
         )
+    if proposers_of(saved) and selector_state_of(saved) != tuple(config.selector_state):
+        problems.append(
+            f"its selector step columns are {list(selector_state_of(saved))}, this run's "
+            f"{list(config.selector_state)}"
+        )
     if problems:
         raise ValueError(
             f"init_policy {path!r} cannot start this run: {'; '.join(problems)}. Train with the "
-            "policy's settings (--hidden, --state-hidden, --proposers, --probe-size, the same "
-            "env) or drop --init-policy"
+            "policy's settings (--hidden, --state-hidden, --proposers, --selector-state, "
+            "--probe-size, the same env) or drop --init-policy"
         )
     return policy.params
 
@@ -274,7 +297,8 @@ def observe(
         return envs.obs, None
     ctx = jax.vmap(env.context)(envs.state, envs.params)
     keys = jax.random.split(key, envs.task.shape[0])
-    return jax.vmap(lambda k, o, c: selector_picks(config.proposers, k, o, c))(keys, envs.obs, ctx)
+    names, state = config.proposers, config.selector_state
+    return jax.vmap(lambda k, o, c: selector_picks(names, k, o, c, state))(keys, envs.obs, ctx)
 
 
 def env_action(rows: jnp.ndarray | None, choice: jnp.ndarray) -> jnp.ndarray:

@@ -25,7 +25,7 @@ from metaal.agents.dqn import DQNConfig
 from metaal.agents.imitation import ImitationConfig
 from metaal.agents.ppo import PPOConfig
 from metaal.envs.core import EnvConfig
-from metaal.strategies.selector import DEFAULT_PROPOSERS, PROPOSERS
+from metaal.strategies.selector import DEFAULT_PROPOSERS, PROPOSERS, STEP_COLUMNS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,6 +279,17 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
     "sel_mbr_a05": (
         "a selector among three families only, margin, BADGE and random, with anchor_bonus 0.5",
         {**_selector(("margin", "badge", "random")), "anchor_bonus": 0.5},
+        "train",
+    ),
+    "sel_mbr_a05_fit": (
+        "sel_mbr_a05 with two step columns that say how noisy the labels look: the learner's "
+        "error on its own labelled rows (fit_error) and the share of labelled rows whose "
+        "nearest labelled neighbour disagrees (label_disagreement)",
+        {
+            **_selector(("margin", "badge", "random")),
+            "anchor_bonus": 0.5,
+            "selector_state": (*STEP_COLUMNS, "fit_error", "label_disagreement"),
+        },
         "train",
     ),
     "sel_big_wide": (

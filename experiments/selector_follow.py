@@ -23,7 +23,7 @@ import pandas as pd
 from metaal.data import load_task, suite_names
 from metaal.envs.core import ActiveLearningEnv, EnvConfig, make_params
 from metaal.experiments.evaluate import make_batch
-from metaal.policy_net import NEG_INF, proposers_of, trained_features
+from metaal.policy_net import NEG_INF, proposers_of, selector_state_of, trained_features
 from metaal.strategies.base import select
 from metaal.strategies.learned import LearnedStrategy
 from metaal.strategies.selector import selector_picks
@@ -37,13 +37,15 @@ def follow_table(
     if not names:
         raise ValueError("this policy is not a selector (its config names no proposers)")
     features = trained_features(policy.config)
+    step_columns = selector_state_of(policy.config)
     env = ActiveLearningEnv(EnvConfig(budget=budget, n_candidates=None, features=features))
     columns = [f"proposed_by_{n}" for n in names]
 
     @jax.jit
     def step(key, obs, state, params, policy_params):
         k_propose, k_select, k_env = jax.random.split(key, 3)
-        picks, rows = selector_picks(names, k_propose, obs, env.context(state, params))
+        ctx = env.context(state, params)
+        picks, rows = selector_picks(names, k_propose, obs, ctx, step_columns)
         scores = jnp.where(picks.action_mask, policy.apply(policy_params, picks), NEG_INF)
         j = select(scores, picks.action_mask, k_select)
         who = picks.candidates[j, np.array([picks.features.index(c) for c in columns])]

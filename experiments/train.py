@@ -173,12 +173,14 @@ def make_env(config: EnvConfig) -> ActiveLearningEnv:
 def export_config(settings: TrainSettings, env_steps: int, command: str) -> dict[str, Any]:
     """The policy config a run exports: network, features, provenance (no shortlist yet).
 
-    A selector run (imitation with `proposers`) records its proposers: the policy scores
-    their picks only.
+    A selector run (`proposers`) records its proposers and step columns (`selector_state`):
+    the policy scores their picks only.
     """
     config = settings.config
     proposers = getattr(config, "proposers", ())
-    selector = {"proposers": list(proposers)} if proposers else {}
+    selector = {}
+    if proposers:
+        selector = {"proposers": list(proposers), "selector_state": list(config.selector_state)}
     return policy_config(
         config.hidden,
         config.state_hidden,

@@ -31,7 +31,12 @@ import jax
 import jax.numpy as jnp
 
 from metaal.features import DEFAULT_CANDIDATE_FEATURES, LEGACY_CANDIDATE_FEATURES, Observation
-from metaal.strategies.selector import check_proposers, selector_columns
+from metaal.strategies.selector import (
+    STEP_COLUMNS,
+    check_proposers,
+    check_step_columns,
+    selector_columns,
+)
 
 Params = Any
 Apply = Callable[[Params, Observation], jnp.ndarray]
@@ -140,9 +145,19 @@ def proposers_of(config: dict[str, Any]) -> tuple[str, ...]:
     return check_proposers(names) if names else ()
 
 
+def selector_state_of(config: dict[str, Any]) -> tuple[str, ...]:
+    """A selector policy's step columns (`metaal.strategies.selector.STEP_FEATURES`).
+
+    Files without `selector_state` were saved before it existed and read `STEP_COLUMNS`.
+    """
+    return check_step_columns(config.get("selector_state", STEP_COLUMNS))
+
+
 def scorer_columns(config: dict[str, Any]) -> tuple[str, ...]:
     """The columns a policy's scorer reads: its trained features, then any selector columns."""
-    return trained_features(config) + selector_columns(proposers_of(config))
+    return trained_features(config) + selector_columns(
+        proposers_of(config), selector_state_of(config)
+    )
 
 
 def candidate_scorer(config: dict[str, Any]) -> Apply:

@@ -52,12 +52,18 @@ def _config(**fields) -> ppo.PPOConfig:
     return ppo.PPOConfig(**{**base, **fields})
 
 
-def _saved_policy(path, env, proposers=SAME_PICK, hidden=HIDDEN):
+def _saved_policy(path, env, proposers=SAME_PICK, hidden=HIDDEN, state=None):
+    extra = {} if state is None else {"selector_state": list(state)}
     config = policy_config(
-        hidden, STATE_HIDDEN, ENV.probe_size, features=env.features, proposers=list(proposers)
+        hidden,
+        STATE_HIDDEN,
+        ENV.probe_size,
+        features=env.features,
+        proposers=list(proposers),
+        **extra,
     )
     net = network(hidden, STATE_HIDDEN)
-    n_columns = len(env.features) + len(proposers) + 3
+    n_columns = len(env.features) + len(proposers) + 1 + (2 if state is None else len(state))
     params = net.init(
         jax.random.key(7),
         jnp.zeros((n_state_features(ENV.probe_size),)),
@@ -118,6 +124,10 @@ def test_a_policy_that_does_not_fit_the_run_is_refused_by_name(setup, tmp_path):
     other = _saved_policy(tmp_path / "other", env, proposers=("margin", "random"))
     with pytest.raises(ValueError, match="its proposers are"):
         _config(init_policy=str(other)).check()
+    noisy = _saved_policy(tmp_path / "noisy", env, state=("fit_error",))
+    with pytest.raises(ValueError, match=r"its selector step columns are \['fit_error'\]"):
+        _config(init_policy=str(noisy)).check()
+    _config(init_policy=str(noisy), selector_state=("fit_error",)).check()  # it fits this one
     with pytest.raises(ValueError, match="cannot be read"):
         _config(init_policy=str(tmp_path / "missing")).check()
     with pytest.raises(ValueError, match="set n_candidates none"):

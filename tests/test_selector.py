@@ -24,8 +24,13 @@ from metaal.policy_net import LINEAR_SCORER, linear_params, linear_scorer, score
 from metaal.strategies.adapter import QueryStrategy
 from metaal.strategies.learned import LearnedStrategy
 from metaal.strategies.selector import (
+    STEP_COLUMNS,
+    STEP_FEATURES,
     balance_gap,
     check_proposers,
+    check_step_columns,
+    fit_error,
+    label_disagreement,
     proposals,
     selector_columns,
     selector_observation,
@@ -110,6 +115,56 @@ def test_selector_columns_have_their_closed_forms(tasks):
     gap = 0.5 * np.abs(seen_share - predicted[:3]).sum()
     np.testing.assert_allclose(float(balance_gap(ctx)), gap, rtol=1e-5)
     np.testing.assert_allclose(rows[:, seen.features.index("balance_gap")], gap, rtol=1e-5)
+
+
+def test_the_noise_step_columns_match_numpy_and_scikit_learn(tasks):
+    from sklearn.neighbors import NearestNeighbors
+
+    env = ActiveLearningEnv(EnvConfig(budget=6, n_initial=12, n_candidates=None))
+    params = make_params(pad_split(make_split(tasks[1], 0)))  # wine: no duplicate rows
+    obs, state = env.reset(jax.random.key(4), params)
+    for t in range(3):  # a few margin picks, so the labelled set is not only the initial one
+        pick = int(np.argmin(np.where(obs.action_mask, obs.column("margin"), np.inf)))
+        obs, state, *_ = env.step(jax.random.key(10 + t), state, pick, params)
+    ctx = env.context(state, params)
+    labeled = np.flatnonzero(np.asarray(state.labeled & params.task.pool_mask))
+    assert len(labeled) == 15
+    y = np.asarray(params.task.pool_y)[labeled]
+    predicted = np.asarray(ctx.pool_probs)[labeled, :3].argmax(axis=1)
+    np.testing.assert_allclose(float(fit_error(ctx)), np.mean(predicted != y), rtol=1e-6)
+    X = np.asarray(params.task.pool_X)[labeled]
+    _, nearest = NearestNeighbors(n_neighbors=2).fit(X).kneighbors(X)
+    assert np.all(nearest[:, 0] == np.arange(len(labeled)))  # no ties with another row
+    expected = np.mean(y[nearest[:, 1]] != y)
+    assert 0 < expected < 1  # a value that can be wrong both ways
+    np.testing.assert_allclose(float(label_disagreement(ctx)), expected, rtol=1e-6)
+    # the columns carry them on every proposal, in the order asked
+    state_columns = ("fit_error", "label_disagreement", "distinct_picks")
+    seen = selector_observation(PROPOSERS, jax.random.key(2), obs, ctx, state_columns)
+    assert seen.features[-3:] == state_columns
+    rows = np.asarray(seen.candidates)[np.asarray(seen.action_mask)]
+    np.testing.assert_allclose(rows[:, -3], np.mean(predicted != y), rtol=1e-6)
+    np.testing.assert_allclose(rows[:, -2], expected, rtol=1e-6)
+
+
+def test_step_columns_are_recorded_and_a_file_without_them_reads_the_default(tasks):
+    from metaal.experiments.train import export_config
+
+    assert STEP_COLUMNS == ("distinct_picks", "balance_gap")
+    assert set(STEP_COLUMNS) < set(STEP_FEATURES)
+    legacy = {"features": ["margin"], "proposers": list(PROPOSERS)}
+    assert scorer_columns(legacy)[-2:] == STEP_COLUMNS
+    settings = imitation_recipe("sel_mbr_a05_fit")
+    exported = export_config(settings, env_steps=0, command="test")
+    assert exported["selector_state"] == [*STEP_COLUMNS, "fit_error", "label_disagreement"]
+    assert scorer_columns(exported)[-4:] == tuple(exported["selector_state"])
+    assert len(scorer_columns(exported)) == imitation.n_columns(settings.config)
+    with pytest.raises(ValueError, match="unknown; choose among"):
+        check_step_columns(("fit_error", "val_trend"))
+    with pytest.raises(ValueError, match="distinct"):
+        check_step_columns(("fit_error", "fit_error"))
+    with pytest.raises(ValueError, match="step columns"):
+        imitation_recipe("sel_mbr_a05").config.replace(selector_state=("nope",))
 
 
 def test_dagger_with_proposers_labels_exactly_the_proposals():

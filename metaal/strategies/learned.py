@@ -41,6 +41,7 @@ from metaal.policy_net import (
     Params,
     proposers_of,
     resolve_scorer,
+    selector_state_of,
     trained_features,
 )
 from metaal.strategies.base import Strategy
@@ -71,12 +72,13 @@ class LearnedStrategy:
         their picks (`metaal.strategies.selector`) and scores only those.
         """
         apply = self.apply
-        proposers = proposers_of(self.config)
+        proposers, state = proposers_of(self.config), selector_state_of(self.config)
 
         def score(key, obs, ctx, memory):
             if not proposers:
                 return apply(memory, obs), memory
-            picks, rows = selector_picks(proposers, key, obs, ctx)  # only the picks are scored
+            # only the picks are scored
+            picks, rows = selector_picks(proposers, key, obs, ctx, state)
             scores = jnp.where(picks.action_mask, apply(memory, picks), NEG_INF)
             return jnp.full(obs.action_mask.shape, NEG_INF).at[rows].set(scores), memory
 
@@ -190,13 +192,14 @@ class LearnedStrategy:
                 config.get("shortlist", 0),
                 trained_features(config),
                 proposers_of(config),
+                selector_state_of(config),
             )
 
         for member in members[1:]:
             if architecture(member.config) != architecture(first):
                 raise ValueError(
-                    "ensemble members must share scorer, network, shortlist, features and "
-                    "proposers; got "
+                    "ensemble members must share scorer, network, shortlist, features, "
+                    "proposers and selector step columns; got "
                     f"{architecture(first)} and {architecture(member.config)}"
                 )
         config = {
