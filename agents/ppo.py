@@ -361,6 +361,9 @@ def update(
     (train_state, envs, key), (traj, stats) = jax.lax.scan(
         env_step, (train_state, runner.envs, runner.key), None, config.num_steps
     )
+    # A selector's bootstrap observation draws its proposals afresh (the next update's first
+    # step draws its own): the value is trained on drawn proposals, so an independent draw
+    # estimates the same expectation, and the key streams of every PPO run stay as they were.
     last_obs, _ = observe(config, env, jax.random.fold_in(key, 1), envs)
     _, last_value = _apply(net, train_state.params, last_obs)
     advantages, targets = compute_gae(

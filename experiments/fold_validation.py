@@ -37,6 +37,7 @@ from typing import Any
 
 import pandas as pd
 
+from metaal import tracking
 from metaal.agents import checkpoint
 from metaal.data import suite_names
 from metaal.experiments import cli
@@ -84,11 +85,19 @@ def train_argv(
 
 
 def evaluate_argv(
-    fold: int, val_suite: str, policy: Path, out: Path, seeds: int, first_seed: int, budget: int
+    fold: int,
+    val_suite: str,
+    policy: Path,
+    out: Path,
+    seeds: int,
+    first_seed: int,
+    budget: int,
+    wandb_mode: str = "offline",
 ) -> list[str]:
     """`metaal evaluate` arguments that validate one fold's policy alone on its held-out fold.
 
-    The policy's strategy is named after the run: `<run folder>_f<fold>`.
+    The policy's strategy is named after the run: `<run folder>_f<fold>`; the folds of one
+    validation share a W&B group, the name of the protocol's folder.
     """
     return [
         "evaluate",
@@ -107,7 +116,9 @@ def evaluate_argv(
         "--name",
         f"{policy.parent.parent.name}_f{fold}",
         "--wandb-mode",
-        "disabled",
+        wandb_mode,
+        "--wandb-group",
+        policy.parent.parent.name,
         "--out",
         str(out),
     ]
@@ -182,6 +193,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=20, help="validation seeds per fold")
     parser.add_argument("--first-seed", type=int, default=10000, help="first validation seed")
     parser.add_argument("--budget", type=int, default=100, help="validation budget")
+    parser.add_argument(
+        "--wandb-mode",
+        choices=tracking.MODES,
+        default="offline",
+        help="W&B mode of the validation runs (the recipe's train arguments set their own)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -201,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for fold in folds:  # every suite name and every protocol flag, before any compute
             train_argv(recipe, fold, args.fit_suite, out / f"f{fold}", args.first_train_seed)
             suite_names(at_fold(args.fit_suite, fold))
-        protocol = {k: v for k, v in vars(args).items() if k not in ("out", "folds")}
+        # where the results are logged is not part of the protocol
+        protocol = {k: v for k, v in vars(args).items() if k not in ("out", "folds", "wandb_mode")}
         claim(out, {**protocol, "recipe": recipe})
     except (ValueError, OSError) as err:
         parser.error(str(err))
@@ -222,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = cli.main(
                 evaluate_argv(
                     fold, args.val_suite, run / "policy", val, args.seeds, args.first_seed,
-                    args.budget,
+                    args.budget, args.wandb_mode,
                 )
             )  # fmt: skip
             if code:

@@ -49,6 +49,9 @@ def test_fold_commands_carry_the_folds_suites_seed_and_folder():
     )
     assert ev[ev.index("--suite") + 1] == "train-val:1"
     assert ev[ev.index("--name") + 1] == "rec_f1"
+    # logged offline by default, the folds of one validation in one W&B group
+    assert ev[ev.index("--wandb-mode") + 1] == "offline"
+    assert ev[ev.index("--wandb-group") + 1] == "rec"
     assert (
         ev[ev.index("--first-seed") + 1] == "10000" and ev[ev.index("--strategies") + 1] == "none"
     )
