@@ -292,6 +292,15 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         },
         "train",
     ),
+    "sel_mr_a05_fit": (
+        "sel_mbr_a05_fit without BADGE: the selector leaves margin only for a random pick",
+        {
+            **_selector(("margin", "random")),
+            "anchor_bonus": 0.5,
+            "selector_state": (*STEP_COLUMNS, "fit_error", "label_disagreement"),
+        },
+        "train",
+    ),
     "sel_big_wide": (
         "sel_big on a wider training mix: train + 32 synthetic tasks (honeypots, imbalance, noise)",
         _selector(DEFAULT_PROPOSERS),
