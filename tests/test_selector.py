@@ -167,6 +167,32 @@ def test_step_columns_are_recorded_and_a_file_without_them_reads_the_default(tas
         imitation_recipe("sel_mbr_a05").config.replace(selector_state=("nope",))
 
 
+def test_the_selector_oracle_queries_the_pick_whose_step_gains_most(tasks):
+    from metaal.experiments.selector_headroom import selector_oracle
+
+    env = ActiveLearningEnv(EnvConfig(budget=6, n_initial=6, n_candidates=None))
+    params = make_params(pad_split(make_split(tasks[1], 0)))
+    oracle = selector_oracle(PROPOSERS)
+    assert oracle.name == "oracle_margin_coreset_random" and not oracle.deployable
+    obs, state = env.reset(jax.random.key(4), params)
+    distinct = []
+    for t in range(3):
+        key = jax.random.key(20 + t)
+        ctx = env.context(state, params)
+        scores, _ = oracle.score(key, obs, ctx, ())
+        picks = np.argmax(np.asarray(proposals(PROPOSERS, key, obs, ctx)), axis=1)
+        # each pick's reward when the env really takes it: the look-ahead is that step's gain
+        rewards = [float(env.step(key, state, int(j), params)[2]) for j in picks]
+        distinct.append(len(set(picks.tolist())))
+        np.testing.assert_allclose(np.asarray(scores)[picks], rewards, atol=1e-6)
+        finite = np.isfinite(np.asarray(scores))
+        assert set(np.flatnonzero(finite)) == set(picks.tolist())
+        choice = int(np.argmax(np.where(finite, scores, -np.inf)))
+        obs, state, reward, *_ = env.step(key, state, choice, params)
+        assert float(reward) == pytest.approx(max(rewards), abs=1e-6)
+    assert max(distinct) > 1  # the proposers disagreed, so there was a choice to make
+
+
 def test_dagger_with_proposers_labels_exactly_the_proposals():
     settings = imitation_recipe("sel_big")
     assert settings.config.proposers == (
