@@ -213,6 +213,13 @@ _HUGE = {"n_rounds": 8, "n_envs": 64, "updates_per_round": 800}
 _SEL = {**_SL16, **_BIG, "shortlist": 0}
 
 
+#: The fourth session's selector settings: a prior toward margin and the noise step columns.
+_NOISY_A05 = {
+    "anchor_bonus": 0.5,
+    "selector_state": (*STEP_COLUMNS, "fit_error", "label_disagreement"),
+}
+
+
 def _selector(proposers: tuple[str, ...]) -> dict[str, Any]:
     n = len(proposers)
     return {**_SEL, "proposers": proposers, "n_labels": n, "n_policy_labels": n}
@@ -285,20 +292,12 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         "sel_mbr_a05 with two step columns that say how noisy the labels look: the learner's "
         "error on its own labelled rows (fit_error) and the share of labelled rows whose "
         "nearest labelled neighbour disagrees (label_disagreement)",
-        {
-            **_selector(("margin", "badge", "random")),
-            "anchor_bonus": 0.5,
-            "selector_state": (*STEP_COLUMNS, "fit_error", "label_disagreement"),
-        },
+        {**_selector(("margin", "badge", "random")), **_NOISY_A05},
         "train",
     ),
     "sel_mr_a05_fit": (
         "sel_mbr_a05_fit without BADGE: the selector leaves margin only for a random pick",
-        {
-            **_selector(("margin", "random")),
-            "anchor_bonus": 0.5,
-            "selector_state": (*STEP_COLUMNS, "fit_error", "label_disagreement"),
-        },
+        {**_selector(("margin", "random")), **_NOISY_A05},
         "train",
     ),
     "sel_big_wide": (

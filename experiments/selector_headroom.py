@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from metaal import tracking
 from metaal.data import suite_names
 from metaal.experiments import evaluate
 from metaal.strategies.base import Context, Strategy
@@ -56,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--first-seed", type=int, default=10000, help="first seed")
     parser.add_argument("--budget", type=int, default=100, help="queries per episode")
     parser.add_argument("--out", required=True, help="output folder (must not exist)")
-    parser.add_argument("--wandb-mode", default="offline", help="W&B logging mode")
+    parser.add_argument(
+        "--wandb-mode", choices=tracking.MODES, default="offline", help="W&B logging mode"
+    )
     args = parser.parse_args(argv)
     try:
         strategy = selector_oracle(args.proposers.split(","))
