@@ -66,6 +66,7 @@ from metaal.strategies.selector import (
     selector_columns,
     selector_observation,
 )
+from metaal.strategies.uncertainty import MARGIN
 
 FIRST_POLICIES = ("oracle", "margin")
 EXPERT_SETS = ("val", "pool+val")
@@ -98,6 +99,10 @@ class ImitationConfig:
     """`true`: the expert refits with the candidate's label; `expected`: it averages the gains
     over the learner's two likeliest labels, so its targets never reveal the candidate's own
     label (only how the pool is labelled)."""
+    expert_horizon: int = struct.field(pytree_node=False, default=1)
+    """Steps the expert looks ahead: 1 is the one-step gain; h > 1 labels the candidate, then
+    follows margin sampling for h - 1 more picks and scores the gain after all h, so a pick
+    is credited for what it does to margin's next picks (non-myopic credit)."""
     updates_per_round: int = struct.field(pytree_node=False, default=600)
     """Adam steps on the buffer after each round."""
     batch_size: int = struct.field(pytree_node=False, default=128)
@@ -181,6 +186,15 @@ class ImitationConfig:
             )
         if self.targets not in TARGETS:
             raise ValueError(f"targets {self.targets!r} is unknown; choose one of {TARGETS}")
+        if self.expert_horizon < 1:
+            raise ValueError(
+                f"expert_horizon must be at least 1 (the one-step gain), got {self.expert_horizon}"
+            )
+        if self.expert_horizon >= self.env.budget:
+            raise ValueError(
+                f"expert_horizon ({self.expert_horizon}) must be below the budget "
+                f"({self.env.budget}): the look-ahead cannot outrun the episode"
+            )
         if not 0 <= self.n_policy_labels <= self.n_labels:
             raise ValueError(
                 f"n_policy_labels ({self.n_policy_labels}) must lie in 0..n_labels "
@@ -452,18 +466,38 @@ def expert_gains(
     return jnp.where(mask, gains, 0.0)
 
 
+def margin_rollout(env: ActiveLearningEnv, state: Any, params: EnvParams, steps: int) -> Any:
+    """`state` after `steps` more picks of margin sampling (ties to the lowest index).
+
+    The continuation of a multi-step expert: deterministic, so that every
+    candidate of a state is followed by the same rule and only its own label
+    differs.
+    """
+    def one(state, _):
+        ctx = env.context(state, params)
+        scores, _ = MARGIN.score(jax.random.key(0), None, ctx, ())
+        action = jnp.argmax(jnp.where(state.candidate_mask, scores, -jnp.inf))
+        _, state, _, _, _, _ = env.step_env(jax.random.key(0), state, action, params)
+        return state, None
+
+    return jax.lax.scan(one, state, None, length=steps)[0] if steps else state
+
+
 def make_expert(config: ImitationConfig) -> Callable:
     """`expert(state, params, idx, mask) -> gains` of the candidates `idx` as `config` defines it.
 
     The gain is the accuracy after minus before labelling the candidate and
-    refitting as the env does. With `expert_set="val"` and the true label it
-    is exactly the env's look-ahead (`expert_gains`). With `pool+val` the
-    unlabelled pool rows count too, with their hidden labels: a privilege only
-    a training-time teacher has, and a far less noisy signal than a small
-    validation set.
+    refitting as the env does. With `expert_set="val"`, the true label and
+    horizon 1 it is exactly the env's look-ahead (`expert_gains`). With
+    `pool+val` the unlabelled pool rows count too, with their hidden labels: a
+    privilege only a training-time teacher has, and a far less noisy signal
+    than a small validation set. The rows scored are those unlabelled now, for
+    every candidate alike. With `expert_horizon` h > 1 the accuracy is taken
+    after the candidate and h - 1 further margin picks (`margin_rollout`).
     """
     env = ActiveLearningEnv(config.env)
-    if (config.expert_set, config.expert_label) == ("val", "true"):
+    horizon = config.expert_horizon
+    if (config.expert_set, config.expert_label, horizon) == ("val", "true", 1):
         return lambda state, params, idx, mask: expert_gains(env, state, params, idx, mask)
 
     def accuracy(learner_params, task, rows_X, rows_y, rows_mask):
@@ -487,6 +521,7 @@ def make_expert(config: ImitationConfig) -> Callable:
             row = state.candidates[action]
             told = params.replace(task=task.replace(pool_y=task.pool_y.at[row].set(label)))
             _, new, _, _, _, _ = env.step_env(jax.random.key(0), state, action, told)
+            new = margin_rollout(env, new, told, horizon - 1)
             return accuracy(new.learner, task, *rows) - before
 
         def true_gain(action):

@@ -300,6 +300,13 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         {**_selector(("margin", "random")), **_NOISY_A05},
         "train",
     ),
+    "sel_mbr_a05_fit_h3": (
+        "sel_mbr_a05_fit with a three-step expert: each pick is scored after it and margin's "
+        "next two picks (expert_horizon 3), so leaving margin is credited for what it does "
+        "to margin's later picks",
+        {**_selector(("margin", "badge", "random")), **_NOISY_A05, "expert_horizon": 3},
+        "train",
+    ),
     "sel_big_wide": (
         "sel_big on a wider training mix: train + 32 synthetic tasks (honeypots, imbalance, noise)",
         _selector(DEFAULT_PROPOSERS),

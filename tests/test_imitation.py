@@ -107,6 +107,44 @@ def test_pool_expert_measures_accuracy_on_unlabelled_pool_and_validation(params)
     assert np.ptp(gains) > 0
 
 
+def test_multi_step_expert_follows_margin_after_the_candidate(params):
+    """expert_horizon 3: label the candidate, then margin's two next picks, then score."""
+    env = ActiveLearningEnv(ENV)
+    _, state = env.reset(jax.random.key(0), params)
+    idx = jnp.asarray(np.nonzero(~np.asarray(state.labeled))[0][:6])
+    config = ImitationConfig(env=ENV, expert_horizon=3)
+    gains = np.asarray(jax.jit(make_expert(config))(state, params, idx, jnp.ones(idx.shape, bool)))
+    one_step = np.asarray(
+        jax.jit(make_expert(ImitationConfig(env=ENV)))(state, params, idx, jnp.ones(idx.shape, bool))
+    )
+    task = params.task
+    rows = np.concatenate([np.asarray(task.pool_mask & ~state.labeled), np.asarray(task.val_mask)])
+    X = jnp.concatenate([task.pool_X, task.val_X])
+    y = np.concatenate([np.asarray(task.pool_y), np.asarray(task.val_y)])
+
+    def accuracy(learner):
+        probs = env.learner_step.predict_proba(learner, X, task.class_mask)
+        return np.mean(np.asarray(jnp.argmax(probs, -1))[rows] == y[rows])
+
+    def margin_pick(s):  # numpy margin sampling over the state's candidates
+        probs = np.asarray(
+            env.learner_step.predict_proba(s.learner, task.pool_X[s.candidates], task.class_mask)
+        )
+        top = np.sort(probs, axis=-1)
+        margin = np.where(np.asarray(s.candidate_mask), top[:, -1] - top[:, -2], np.inf)
+        return int(np.argmin(margin))
+
+    for i, g in zip(np.asarray(idx), gains, strict=True):
+        _, new, _, _, _, _ = env.step(jax.random.key(9), state, i, params)
+        for _ in range(2):
+            _, new, _, _, _, info = env.step(jax.random.key(9), new, margin_pick(new), params)
+            assert info["valid_action"]
+        assert int(new.n_labeled) == int(state.n_labeled) + 3
+        np.testing.assert_allclose(g, accuracy(new.learner) - accuracy(state.learner), atol=1e-6)
+    assert np.ptp(gains) > 0
+    assert not np.allclose(gains, one_step)  # the horizon changes the targets
+
+
 def test_dagger_stores_expert_gains_at_states_the_learner_visits(params, learner_rollout):
     key, samples, stats = learner_rollout
     env = ActiveLearningEnv(ENV)
@@ -251,6 +289,10 @@ def test_config_rejects_bad_values():
         )
     with pytest.raises(ValueError, match="shortlist"):
         ImitationConfig(shortlist=8, n_labels=16, n_policy_labels=16)
+    with pytest.raises(ValueError, match="expert_horizon must be at least 1"):
+        ImitationConfig(expert_horizon=0)
+    with pytest.raises(ValueError, match="below the budget"):
+        ImitationConfig(env=ENV, expert_horizon=ENV.budget)
 
 
 def test_margin_shortlist_is_the_k_most_uncertain_candidates(params):
