@@ -113,10 +113,9 @@ def test_multi_step_expert_follows_margin_after_the_candidate(params):
     _, state = env.reset(jax.random.key(0), params)
     idx = jnp.asarray(np.nonzero(~np.asarray(state.labeled))[0][:6])
     config = ImitationConfig(env=ENV, expert_horizon=3)
-    gains = np.asarray(jax.jit(make_expert(config))(state, params, idx, jnp.ones(idx.shape, bool)))
-    one_step = np.asarray(
-        jax.jit(make_expert(ImitationConfig(env=ENV)))(state, params, idx, jnp.ones(idx.shape, bool))
-    )
+    every = jnp.ones(idx.shape, bool)
+    gains = np.asarray(jax.jit(make_expert(config))(state, params, idx, every))
+    one_step = np.asarray(jax.jit(make_expert(ImitationConfig(env=ENV)))(state, params, idx, every))
     task = params.task
     rows = np.concatenate([np.asarray(task.pool_mask & ~state.labeled), np.asarray(task.val_mask)])
     X = jnp.concatenate([task.pool_X, task.val_X])
