@@ -473,6 +473,7 @@ def margin_rollout(env: ActiveLearningEnv, state: Any, params: EnvParams, steps:
     candidate of a state is followed by the same rule and only its own label
     differs.
     """
+
     def one(state, _):
         ctx = env.context(state, params)
         scores, _ = MARGIN.score(jax.random.key(0), None, ctx, ())
