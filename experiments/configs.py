@@ -307,6 +307,11 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         {**_selector(("margin", "badge", "random")), **_NOISY_A05, "expert_horizon": 3},
         "train",
     ),
+    "sel_mr_a05_fit_h3": (
+        "sel_mr_a05_fit with the three-step expert of sel_mbr_a05_fit_h3",
+        {**_selector(("margin", "random")), **_NOISY_A05, "expert_horizon": 3},
+        "train",
+    ),
     "sel_big_wide": (
         "sel_big on a wider training mix: train + 32 synthetic tasks (honeypots, imbalance, noise)",
         _selector(DEFAULT_PROPOSERS),
