@@ -219,6 +219,9 @@ _NOISY_A05 = {
     "selector_state": (*STEP_COLUMNS, "fit_error", "label_disagreement"),
 }
 
+#: The fifth session's: the same with a three-step expert.
+_NOISY_A05_H3 = {**_NOISY_A05, "expert_horizon": 3}
+
 
 def _selector(proposers: tuple[str, ...]) -> dict[str, Any]:
     n = len(proposers)
@@ -304,12 +307,12 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         "sel_mbr_a05_fit with a three-step expert: each pick is scored after it and margin's "
         "next two picks (expert_horizon 3), so leaving margin is credited for what it does "
         "to margin's later picks",
-        {**_selector(("margin", "badge", "random")), **_NOISY_A05, "expert_horizon": 3},
+        {**_selector(("margin", "badge", "random")), **_NOISY_A05_H3},
         "train",
     ),
     "sel_mr_a05_fit_h3": (
         "sel_mr_a05_fit with the three-step expert of sel_mbr_a05_fit_h3",
-        {**_selector(("margin", "random")), **_NOISY_A05, "expert_horizon": 3},
+        {**_selector(("margin", "random")), **_NOISY_A05_H3},
         "train",
     ),
     "sel_big_wide": (

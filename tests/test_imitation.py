@@ -69,6 +69,22 @@ def learner_rollout(params):
     return key, samples, stats
 
 
+def _pool_val_accuracy(env, params, state):
+    """numpy accuracy of a learner on the pool rows unlabelled at `state` plus validation."""
+    task = params.task
+    rows = np.concatenate([np.asarray(task.pool_mask & ~state.labeled), np.asarray(task.val_mask)])
+    X = jnp.concatenate([task.pool_X, task.val_X])
+    y = np.concatenate([np.asarray(task.pool_y), np.asarray(task.val_y)])
+
+    def accuracy(learner):
+        pred = np.asarray(
+            jnp.argmax(env.learner_step.predict_proba(learner, X, task.class_mask), -1)
+        )
+        return np.mean(pred[rows] == y[rows])
+
+    return accuracy
+
+
 def test_expert_gains_equal_the_validation_gain_of_stepping(params):
     env = ActiveLearningEnv(ENV)
     _, state = env.reset(jax.random.key(0), params)
@@ -90,17 +106,7 @@ def test_pool_expert_measures_accuracy_on_unlabelled_pool_and_validation(params)
     idx = jnp.asarray(np.nonzero(~np.asarray(state.labeled))[0][:6])
     expert = jax.jit(make_expert(ImitationConfig(env=ENV)))
     gains = np.asarray(expert(state, params, idx, jnp.ones(idx.shape, bool)))
-    task = params.task
-    rows = np.concatenate([np.asarray(task.pool_mask & ~state.labeled), np.asarray(task.val_mask)])
-    X = jnp.concatenate([task.pool_X, task.val_X])
-    y = np.concatenate([np.asarray(task.pool_y), np.asarray(task.val_y)])
-
-    def accuracy(learner):
-        pred = np.asarray(
-            jnp.argmax(env.learner_step.predict_proba(learner, X, task.class_mask), -1)
-        )
-        return np.mean(pred[rows] == y[rows])
-
+    accuracy = _pool_val_accuracy(env, params, state)
     for i, g in zip(np.asarray(idx), gains, strict=True):
         _, new, _, _, _, _ = env.step(jax.random.key(9), state, i, params)
         np.testing.assert_allclose(g, accuracy(new.learner) - accuracy(state.learner), atol=1e-6)
@@ -116,14 +122,8 @@ def test_multi_step_expert_follows_margin_after_the_candidate(params):
     every = jnp.ones(idx.shape, bool)
     gains = np.asarray(jax.jit(make_expert(config))(state, params, idx, every))
     one_step = np.asarray(jax.jit(make_expert(ImitationConfig(env=ENV)))(state, params, idx, every))
+    accuracy = _pool_val_accuracy(env, params, state)
     task = params.task
-    rows = np.concatenate([np.asarray(task.pool_mask & ~state.labeled), np.asarray(task.val_mask)])
-    X = jnp.concatenate([task.pool_X, task.val_X])
-    y = np.concatenate([np.asarray(task.pool_y), np.asarray(task.val_y)])
-
-    def accuracy(learner):
-        probs = env.learner_step.predict_proba(learner, X, task.class_mask)
-        return np.mean(np.asarray(jnp.argmax(probs, -1))[rows] == y[rows])
 
     def margin_pick(s):  # numpy margin sampling over the state's candidates
         probs = np.asarray(
