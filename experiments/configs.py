@@ -222,6 +222,9 @@ _NOISY_A05 = {
 #: The fifth session's: the same with a three-step expert.
 _NOISY_A05_H3 = {**_NOISY_A05, "expert_horizon": 3}
 
+#: The sixth session's: the fourth's with targets that never see the candidate's own label.
+_NOISY_A05_EXP = {**_NOISY_A05, "expert_label": "expected"}
+
 
 def _selector(proposers: tuple[str, ...]) -> dict[str, Any]:
     n = len(proposers)
@@ -313,6 +316,18 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
     "sel_mr_a05_fit_h3": (
         "sel_mr_a05_fit with the three-step expert of sel_mbr_a05_fit_h3",
         {**_selector(("margin", "random")), **_NOISY_A05_H3},
+        "train",
+    ),
+    "sel_mbr_a05_fit_exp": (
+        "sel_mbr_a05_fit with an expected-label expert: each pick's gain is averaged over the "
+        "learner's two likeliest labels for it (expert_label expected), so the target says "
+        "what a pick is worth before its label is known, not how lucky its label was",
+        {**_selector(("margin", "badge", "random")), **_NOISY_A05_EXP},
+        "train",
+    ),
+    "sel_mr_a05_fit_exp": (
+        "sel_mr_a05_fit with the expected-label expert of sel_mbr_a05_fit_exp",
+        {**_selector(("margin", "random")), **_NOISY_A05_EXP},
         "train",
     ),
     "sel_big_wide": (
