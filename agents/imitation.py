@@ -70,7 +70,7 @@ from metaal.strategies.uncertainty import MARGIN
 
 FIRST_POLICIES = ("oracle", "margin")
 EXPERT_SETS = ("val", "pool+val")
-EXPERT_LABELS = ("true", "expected")
+EXPERT_LABELS = ("true", "expected", "teacher")
 LOSSES = ("listwise", "pairwise", "regression")
 TARGETS = ("zscore", "minmax", "episode")
 
@@ -98,7 +98,10 @@ class ImitationConfig:
     expert_label: str = struct.field(pytree_node=False, default="true")
     """`true`: the expert refits with the candidate's label; `expected`: it averages the gains
     over the learner's two likeliest labels, so its targets never reveal the candidate's own
-    label (only how the pool is labelled)."""
+    label (only how the pool is labelled); `teacher`: the same average, weighted by a teacher
+    (the learner fitted on every pool label, a training-time privilege) instead of the current
+    learner, so the weights say how the candidate's neighbourhood is labelled, not how lucky
+    its own label was, nor how unsure an under-trained learner is."""
     expert_horizon: int = struct.field(pytree_node=False, default=1)
     """Steps the expert looks ahead: 1 is the one-step gain; h > 1 labels the candidate, then
     follows margin sampling for h - 1 more picks and scores the gain after all h, so a pick
@@ -517,6 +520,14 @@ def make_expert(config: ImitationConfig) -> Callable:
                 jnp.concatenate([task.pool_mask & ~state.labeled, task.val_mask]),
             )
         before = accuracy(state.learner, task, *rows)
+        if config.expert_label == "teacher":
+            # the learner fitted on every labelled pool row (warm-started from the current fit)
+            weights = task.pool_mask.astype(jnp.float32)
+            label_model = env.learner_step.fit(
+                state.learner, task.pool_X, task.pool_y, weights, task.class_mask
+            )
+        else:
+            label_model = state.learner
 
         def gain(action, label):
             row = state.candidates[action]
@@ -532,7 +543,7 @@ def make_expert(config: ImitationConfig) -> Callable:
             # Over the two likeliest labels: what the expert can say without peeking at
             # the candidate's own label.
             x = task.pool_X[state.candidates[action]][None]
-            probs = env.learner_step.predict_proba(state.learner, x, task.class_mask)[0]
+            probs = env.learner_step.predict_proba(label_model, x, task.class_mask)[0]
             p, labels = jax.lax.top_k(probs, 2)
             g = jax.vmap(lambda y: gain(action, y))(labels)
             return jnp.sum(p * g) / jnp.maximum(jnp.sum(p), 1e-9)

@@ -224,6 +224,8 @@ _NOISY_A05_H3 = {**_NOISY_A05, "expert_horizon": 3}
 
 #: The sixth session's: the fourth's with targets that never see the candidate's own label.
 _NOISY_A05_EXP = {**_NOISY_A05, "expert_label": "expected"}
+#: ... and its second lever: the same average, weighted by a teacher fitted on the whole pool.
+_NOISY_A05_TEACHER = {**_NOISY_A05, "expert_label": "teacher"}
 
 
 def _selector(proposers: tuple[str, ...]) -> dict[str, Any]:
@@ -328,6 +330,18 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
     "sel_mr_a05_fit_exp": (
         "sel_mr_a05_fit with the expected-label expert of sel_mbr_a05_fit_exp",
         {**_selector(("margin", "random")), **_NOISY_A05_EXP},
+        "train",
+    ),
+    "sel_mbr_a05_fit_teacher": (
+        "sel_mbr_a05_fit_exp with the two labels weighted by a teacher, the learner fitted on "
+        "every pool label (expert_label teacher): the target says how the pick's "
+        "neighbourhood is labelled, not how lucky its own label was",
+        {**_selector(("margin", "badge", "random")), **_NOISY_A05_TEACHER},
+        "train",
+    ),
+    "sel_mr_a05_fit_teacher": (
+        "sel_mr_a05_fit with the teacher-weighted expert of sel_mbr_a05_fit_teacher",
+        {**_selector(("margin", "random")), **_NOISY_A05_TEACHER},
         "train",
     ),
     "sel_big_wide": (

@@ -144,6 +144,48 @@ def test_multi_step_expert_follows_margin_after_the_candidate(params):
     assert not np.allclose(gains, one_step)  # the horizon changes the targets
 
 
+def test_teacher_expert_weights_the_two_likeliest_labels_by_a_full_pool_fit(params):
+    """expert_label teacher: the gains with the teacher's two likeliest labels, averaged."""
+    env = ActiveLearningEnv(ENV)
+    _, state = env.reset(jax.random.key(0), params)
+    idx = jnp.asarray(np.nonzero(~np.asarray(state.labeled))[0][:6])
+    every = jnp.ones(idx.shape, bool)
+    gains = np.asarray(
+        jax.jit(make_expert(ImitationConfig(env=ENV, expert_label="teacher")))(
+            state, params, idx, every
+        )
+    )
+    learner_weighted = np.asarray(
+        jax.jit(make_expert(ImitationConfig(env=ENV, expert_label="expected")))(
+            state, params, idx, every
+        )
+    )
+    accuracy = _pool_val_accuracy(env, params, state)
+    task = params.task
+    teacher = env.learner_step.fit(
+        state.learner,
+        task.pool_X,
+        task.pool_y,
+        task.pool_mask.astype(jnp.float32),
+        task.class_mask,
+    )
+    for i, g in zip(np.asarray(idx), gains, strict=True):
+        row = int(state.candidates[i])
+        probs = np.asarray(
+            env.learner_step.predict_proba(teacher, task.pool_X[row][None], task.class_mask)[0]
+        )
+        labels = np.argsort(-probs, kind="stable")[:2]
+        by_label = []
+        for y in labels:
+            told = params.replace(task=task.replace(pool_y=task.pool_y.at[row].set(int(y))))
+            _, new, _, _, _, _ = env.step(jax.random.key(9), state, i, told)
+            by_label.append(accuracy(new.learner) - accuracy(state.learner))
+        want = np.dot(probs[labels], by_label) / probs[labels].sum()
+        np.testing.assert_allclose(g, want, atol=1e-5)
+    assert np.ptp(gains) > 0
+    assert not np.allclose(gains, learner_weighted)  # the teacher's weights are not the learner's
+
+
 def test_dagger_stores_expert_gains_at_states_the_learner_visits(params, learner_rollout):
     key, samples, stats = learner_rollout
     env = ActiveLearningEnv(ENV)
