@@ -344,6 +344,12 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         {**_selector(("margin", "random")), **_NOISY_A05_TEACHER},
         "train",
     ),
+    "sel_mr_a05_fit_teacher_huge": (
+        "sel_mr_a05_fit_teacher with 2.7x the DAgger data (8 rounds x 64 envs, 800 updates "
+        "a round), so that draws of the same recipe agree more",
+        {**_selector(("margin", "random")), **_NOISY_A05_TEACHER, **_HUGE},
+        "train",
+    ),
     "sel_big_wide": (
         "sel_big on a wider training mix: train + 32 synthetic tasks (honeypots, imbalance, noise)",
         _selector(DEFAULT_PROPOSERS),
