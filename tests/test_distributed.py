@@ -50,6 +50,7 @@ def finished(proc):
     return out
 
 
+@pytest.mark.slow  # out of CI's 20 minutes; run with -m slow
 def test_two_processes_train_what_one_process_on_two_devices_trains(tmp_path):
     single = tmp_path / "single"
     finished(metaal([*TRAIN, "--devices", "2", "--out", str(single)], devices=2))

@@ -95,6 +95,7 @@ def test_where_the_proposers_agree_ppo_executes_their_pick(setup):
         )
 
 
+@pytest.mark.slow  # out of CI's 20 minutes; run with -m slow
 def test_a_run_started_from_a_policy_keeps_its_weights_at_zero_learning_rate(setup, tmp_path):
     env, tasks = setup
     path = _saved_policy(tmp_path / "start", env)

@@ -149,6 +149,7 @@ def test_train_says_folder_phases_rounding_and_the_final_table(tmp_path, capsys,
     assert (out / "policy").read_bytes() == policy
 
 
+@pytest.mark.slow  # out of CI's 20 minutes; run with -m slow
 def test_a_resume_after_an_interrupted_final_evaluation_runs_it_again_once(tmp_path, monkeypatch):
     # the previous test's settings: its compiled functions are reused
     settings = train_mod.settings_from_args(parse_train(*TINY, "--total-steps", "80"))

@@ -57,7 +57,8 @@ def tasks():
     return out
 
 
-@pytest.mark.parametrize("query_batch", [1, 4])
+# batch 4 is out of CI's 20 minutes; run with -m slow
+@pytest.mark.parametrize("query_batch", [1, pytest.param(4, marks=pytest.mark.slow)])
 def test_a_selector_that_follows_one_proposer_is_that_heuristic(tasks, query_batch):
     # in rounds of 4 (one refit a round) too: the proposers see the round's earlier picks as
     # the heuristics themselves do, so a follower stays its heuristic pick for pick

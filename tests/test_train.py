@@ -68,6 +68,7 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit(tmp_pat
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow  # out of CI's 20 minutes; run with -m slow
 def test_a_vote_of_seeds_resumes_a_killed_member_and_matches_an_uninterrupted_vote(tmp_path):
     settings = dataclasses.replace(tiny("ppo", eval_tasks=0), shortlist=3)
     quiet = {"wandb_mode": "disabled", "progress": False}
@@ -460,6 +461,7 @@ def test_a_vmapped_vote_equals_its_members_alone_and_resumes_a_member_behind_bit
         assert read == want  # every chunk logged once
 
 
+@pytest.mark.slow  # out of CI's 20 minutes; run with -m slow
 def test_a_looped_vote_trains_each_member_bit_for_bit_as_alone(tmp_path):
     settings = tiny("dqn", eval_tasks=0)
     quiet = {"wandb_mode": "disabled", "progress": False}
