@@ -59,6 +59,7 @@ from metaal.envs.core import ActiveLearningEnv, EnvConfig, EnvParams
 from metaal.features import Observation
 from metaal.policy_net import NEG_INF, margin_shortlist, network
 from metaal.strategies.base import select
+from metaal.strategies.lookahead import LOOKAHEAD_COLUMNS, lookahead_observation
 from metaal.strategies.selector import (
     STEP_COLUMNS,
     check_proposers,
@@ -120,6 +121,12 @@ class ImitationConfig:
     step (`metaal.strategies.selector`), the expert labels exactly those, and the candidates
     carry the selector columns (who proposed them, how much the heuristics disagree). Needs
     shortlist 0 and n_labels = n_policy_labels = the number of proposers."""
+    lookahead: int = struct.field(pytree_node=False, default=0)
+    """If S > 0, a look-ahead policy: it scores only margin sampling's S most uncertain
+    candidates, each with the look-ahead columns (`metaal.strategies.lookahead`: the expected
+    change of the pool's predictions and its expected error and entropy after labelling it,
+    from refits with its likeliest labels), and the expert labels exactly those. Needs
+    shortlist 0 and n_labels = n_policy_labels = S."""
     selector_state: tuple[str, ...] = struct.field(pytree_node=False, default=STEP_COLUMNS)
     """A selector's step columns, the same for every candidate of a step, by name
     (`metaal.strategies.selector.STEP_FEATURES`: distinct_picks, balance_gap, fit_error,
@@ -218,6 +225,19 @@ class ImitationConfig:
                     f"n_policy_labels = {len(names)} (the number of proposers; got "
                     f"{self.n_labels} and {self.n_policy_labels})"
                 )
+        if self.lookahead:
+            if self.lookahead < 0 or self.proposers or self.shortlist:
+                raise ValueError(
+                    f"lookahead {self.lookahead} is margin's shortlist of a look-ahead policy: "
+                    "set it >= 1 with proposers () and shortlist 0 (got proposers "
+                    f"{list(self.proposers)}, shortlist {self.shortlist})"
+                )
+            if not self.n_policy_labels == self.n_labels == self.lookahead:
+                raise ValueError(
+                    f"a look-ahead policy's expert labels its whole shortlist: set n_labels = "
+                    f"n_policy_labels = {self.lookahead} (got {self.n_labels} and "
+                    f"{self.n_policy_labels})"
+                )
         if isinstance(self.anchor_bonus, int | float) and self.anchor_bonus:
             if not self.proposers:
                 raise ValueError(
@@ -292,8 +312,9 @@ def make_scorer(config: ImitationConfig) -> Scorer:
 
 
 def n_columns(config: ImitationConfig) -> int:
-    """Candidate columns the scorer reads: the env's, then a selector's (`selector_columns`)."""
+    """Candidate columns the scorer reads: the env's, then a selector's or a look-ahead policy's."""
     extra = selector_columns(config.proposers, config.selector_state)
+    extra += LOOKAHEAD_COLUMNS if config.lookahead else ()
     return len(ActiveLearningEnv(config.env).features) + len(extra)
 
 
@@ -412,9 +433,11 @@ def make_episode(config: ImitationConfig, scorer: Scorer) -> Callable:
                 seen = selector_observation(
                     config.proposers, k_sel, obs, ctx, config.selector_state
                 )
+            elif config.lookahead:
+                seen = lookahead_observation(obs, env.context(state, params), config.lookahead)
             learned = policy_scores(scorer, net_params, seen, config.shortlist)
             margin = jnp.where(obs.action_mask, -obs.column("margin"), -jnp.inf)
-            restricted = config.shortlist or config.proposers
+            restricted = config.shortlist or config.proposers or config.lookahead
             proposal = margin if restricted else jnp.where(first, margin, learned)
             idx, lab_mask = _choose_labelled(
                 k_lab, proposal, seen.action_mask, config.n_labels, config.n_policy_labels

@@ -297,9 +297,8 @@ class ActiveLearningEnv:
         """Static number of candidates per step for these params."""
         return self.config.n_candidates or params.task.pool_X.shape[-2]
 
-    def _fit(self, learner, params_learner, X, y, n_labeled, class_mask, pool_X, unlabeled):
-        """Fit on the first `n_labeled` rows (semi-supervised: and the unlabelled pool rows)."""
-        weights = (jnp.arange(y.shape[0]) < n_labeled).astype(jnp.float32)
+    def _fit(self, learner, params_learner, X, y, weights, class_mask, pool_X, unlabeled):
+        """Fit on the rows of weight > 0 (semi-supervised: and the unlabelled pool rows)."""
         if not learner.semi_supervised:
             return learner.fit(params_learner, X, y, weights, class_mask)
         return learner.fit(
@@ -307,8 +306,10 @@ class ActiveLearningEnv:
         )
 
     def _refit(self, params_learner, X, y, n_labeled, class_mask, pool_X, unlabeled):
+        """The warm refit on the first `n_labeled` rows of (X, y)."""
+        weights = (jnp.arange(y.shape[0]) < n_labeled).astype(jnp.float32)
         return self._fit(
-            self.learner_step, params_learner, X, y, n_labeled, class_mask, pool_X, unlabeled
+            self.learner_step, params_learner, X, y, weights, class_mask, pool_X, unlabeled
         )
 
     def accuracy(
@@ -393,6 +394,13 @@ class ActiveLearningEnv:
         cand_X = task.pool_X[state.candidates]
         member = self.learner_step.member_proba(state.learner, cand_X, task.class_mask)
 
+        def refit(learner_params, X, y, weights, class_mask):
+            # the env's own warm refit, on any weighted rows
+            unlabeled = task.pool_mask & ~state.labeled
+            return self._fit(
+                self.learner_step, learner_params, X, y, weights, class_mask, task.pool_X, unlabeled
+            )
+
         def lookahead(action):
             # the gain of refitting with this one label, also inside a batch round
             _, _, _, _, _, info = self._step(jax.random.key(0), state, action, params, True)
@@ -419,6 +427,7 @@ class ActiveLearningEnv:
             lookahead=lookahead,
             learner_params=state.learner,
             predict_proba=self.learner_step.predict_proba,
+            refit=refit,
             round_pos=self._round_pos(state.step),
             query_batch=self.config.query_batch,
         )
@@ -478,7 +487,7 @@ class ActiveLearningEnv:
             learner,
             labeled_X,
             labeled_y,
-            n_labeled,
+            (jnp.arange(labeled_y.shape[0]) < n_labeled).astype(jnp.float32),
             task.class_mask,
             task.pool_X,
             available,

@@ -25,7 +25,12 @@ from metaal.agents.dqn import DQNConfig
 from metaal.agents.imitation import ImitationConfig
 from metaal.agents.ppo import PPOConfig
 from metaal.envs.core import EnvConfig
-from metaal.strategies.selector import DEFAULT_PROPOSERS, PROPOSERS, STEP_COLUMNS
+from metaal.strategies.selector import (
+    DEFAULT_PROPOSERS,
+    LOOKAHEAD_PROPOSERS,
+    PROPOSERS,
+    STEP_COLUMNS,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,8 +282,8 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         "train",
     ),
     "sel_all_big": (
-        "sel_big with every stateless heuristic as a proposer",
-        _selector(PROPOSERS),
+        "sel_big with every stateless heuristic of its time as a proposer (not eer, emoc)",
+        _selector(tuple(p for p in PROPOSERS if p not in LOOKAHEAD_PROPOSERS)),
         "train",
     ),
     "sel_big_a05": (
@@ -348,6 +353,18 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         "sel_mr_a05_fit_teacher with 2.7x the DAgger data (8 rounds x 64 envs, 800 updates "
         "a round), so that draws of the same recipe agree more",
         {**_selector(("margin", "random")), **_NOISY_A05_TEACHER, **_HUGE},
+        "train",
+    ),
+    "la16_big": (
+        "sl16_big with the look-ahead columns: each of margin's 16 most uncertain candidates "
+        "carries the expected change of the pool's predictions and its expected error and "
+        "entropy after labelling it (refits with its two likeliest labels, no label read)",
+        {**_SL16, **_BIG, "shortlist": 0, "lookahead": 16},
+        "train",
+    ),
+    "la16_big_linear": (
+        "la16_big with a linear ranker (hidden ())",
+        {**_SL16, **_BIG, "shortlist": 0, "lookahead": 16, "hidden": ()},
         "train",
     ),
     "sel_big_wide": (

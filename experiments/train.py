@@ -174,13 +174,15 @@ def export_config(settings: TrainSettings, env_steps: int, command: str) -> dict
     """The policy config a run exports: network, features, provenance (no shortlist yet).
 
     A selector run (`proposers`) records its proposers and step columns (`selector_state`):
-    the policy scores their picks only.
+    the policy scores their picks only. A look-ahead run records its shortlist (`lookahead`).
     """
     config = settings.config
     proposers = getattr(config, "proposers", ())
-    selector = {}
+    restricted = {}
     if proposers:
-        selector = {"proposers": list(proposers), "selector_state": list(config.selector_state)}
+        restricted = {"proposers": list(proposers), "selector_state": list(config.selector_state)}
+    if getattr(config, "lookahead", 0):
+        restricted = {"lookahead": int(config.lookahead)}
     return policy_config(
         config.hidden,
         config.state_hidden,
@@ -192,7 +194,7 @@ def export_config(settings: TrainSettings, env_steps: int, command: str) -> dict
         seed=settings.run.seed,
         env_steps=env_steps,
         command=command,
-        **selector,
+        **restricted,
     )
 
 

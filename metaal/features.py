@@ -362,7 +362,8 @@ def squared_distances(XT: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
     )
 
 
-def _zscore(f: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+def zscore(f: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+    """`f` (n,) as z-scores over the entries where `mask` holds; 0 elsewhere (a `z_` column)."""
     n = jnp.maximum(jnp.sum(mask), 1)
     mean = jnp.sum(jnp.where(mask, f, 0.0)) / n
     std = jnp.sqrt(jnp.sum(jnp.where(mask, (f - mean) ** 2, 0.0)) / n)
@@ -405,7 +406,7 @@ def candidate_features(inputs: StepInputs, names: tuple[str, ...]) -> jnp.ndarra
     mask = inputs.cand_mask
     parsed = [parse_column(name) for name in names]
     raw = {f: FEATURES[f].compute(inputs) for f in dict.fromkeys(f for _, f in parsed)}
-    form = {"raw": lambda f: f, "z": lambda f: _zscore(f, mask), "rank": lambda f: _rank(f, mask)}
+    form = {"raw": lambda f: f, "z": lambda f: zscore(f, mask), "rank": lambda f: _rank(f, mask)}
     cols = [form[kind](raw[feature]) for kind, feature in parsed]
     feats = jnp.stack(cols, axis=-1).astype(jnp.float32)
     return jnp.where(mask[:, None], feats, 0.0)

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from metaal.features import DEFAULT_CANDIDATE_FEATURES, LEGACY_CANDIDATE_FEATURES, Observation
+from metaal.strategies.lookahead import LOOKAHEAD_COLUMNS
 from metaal.strategies.selector import (
     STEP_COLUMNS,
     check_proposers,
@@ -153,10 +154,27 @@ def selector_state_of(config: dict[str, Any]) -> tuple[str, ...]:
     return check_step_columns(config.get("selector_state", STEP_COLUMNS))
 
 
+def lookahead_of(config: dict[str, Any]) -> int:
+    """A look-ahead policy's shortlist size S (`metaal.strategies.lookahead`; 0: not one).
+
+    Such a policy scores only margin's S most uncertain candidates, each with
+    the look-ahead columns besides its trained features.
+    """
+    size = int(config.get("lookahead", 0))
+    if size < 0:
+        raise ValueError(f"lookahead must be a shortlist size >= 1 (0: none), got {size}")
+    if size and proposers_of(config):
+        raise ValueError("a policy is a selector (proposers) or a look-ahead policy, not both")
+    return size
+
+
 def scorer_columns(config: dict[str, Any]) -> tuple[str, ...]:
-    """The columns a policy's scorer reads: its trained features, then any selector columns."""
-    return trained_features(config) + selector_columns(
-        proposers_of(config), selector_state_of(config)
+    """The columns a policy's scorer reads: its trained features, then selector or look-ahead."""
+    lookahead = LOOKAHEAD_COLUMNS if lookahead_of(config) else ()
+    return (
+        trained_features(config)
+        + selector_columns(proposers_of(config), selector_state_of(config))
+        + lookahead
     )
 
 

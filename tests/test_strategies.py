@@ -89,7 +89,7 @@ def blobs():
 
 def test_registry_and_unknown_name():
     assert set(HEURISTICS) == set(STRATEGIES) - {"oracle"}
-    assert len(HEURISTICS) == 14
+    assert len(HEURISTICS) == 16
     assert not STRATEGIES["oracle"].deployable
     assert STRATEGIES["bald"].learner == "ensemble"
     with pytest.raises(ValueError, match="unknown strategy 'marginn'.*margin.*coreset"):

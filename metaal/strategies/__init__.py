@@ -12,6 +12,7 @@ answers scikit-activeml's `query` through `metaal.strategies.adapter`.
 from metaal.strategies.base import Context, Strategy, initial_memory, select
 from metaal.strategies.distribution import CORESET, DENSITY, PROBCOVER, TYPICLUST
 from metaal.strategies.hybrid import ALBL, BADGE, DROPQUERY, INFO_DENSITY
+from metaal.strategies.lookahead import EER, EMOC
 from metaal.strategies.reference import ORACLE, RANDOM
 from metaal.strategies.uncertainty import BALD, EGL, ENTROPY, LEAST_CONFIDENCE, MARGIN
 
@@ -23,6 +24,8 @@ STRATEGIES: dict[str, Strategy] = {
         LEAST_CONFIDENCE,
         BALD,
         EGL,
+        EER,
+        EMOC,
         CORESET,
         DENSITY,
         TYPICLUST,

@@ -91,6 +91,7 @@ class CompiledLearner(NamedTuple):
     fit: Callable
     member_proba: Callable
     predict_proba: Callable  # the un-jitted function: strategies call it inside their trace
+    refit: Callable  # the un-jitted fit, warm from given params (look-ahead strategies)
     cv_correct: Callable  # (key, X, y, folds, class_mask) -> correct held-out predictions
 
 
@@ -119,6 +120,7 @@ def _compiled_learner(name: str, steps: int) -> CompiledLearner:
         jax.jit(fit),
         jax.jit(learner.member_proba),
         learner.predict_proba,
+        fit,
         jax.jit(cv_correct),
     )
 
@@ -351,6 +353,7 @@ class QueryStrategy:
                 budget=self.budget,
                 learner_params=learner_params,
                 predict_proba=None if learner_params is None else self.learner.predict_proba,
+                refit=None if learner_params is None else self.learner.refit,
                 round_pos=jnp.int32(b),
                 query_batch=batch_size,
             )

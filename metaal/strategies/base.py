@@ -64,6 +64,10 @@ class Context:
     predict_proba: Callable[..., jnp.ndarray] | None = struct.field(
         pytree_node=False, default=None
     )  # the learner's (params, X, class_mask) -> (n, K); None where no metaal learner is used
+    refit: Callable[..., Any] | None = struct.field(
+        pytree_node=False, default=None
+    )  # (learner_params, X, y, weights, class_mask) -> params: the learner's warm refit on
+    # the weighted rows (X (L, D), y (L,), weights (L,)); None where no metaal learner is used
     round_pos: Any = 0  # picks made so far in this batch round (0 at a round's first pick)
     query_batch: int = struct.field(pytree_node=False, default=1)  # picks per round
 

@@ -39,12 +39,14 @@ from metaal.policy_net import (
     SHORTLISTED_SCORER,
     Apply,
     Params,
+    lookahead_of,
     proposers_of,
     resolve_scorer,
     selector_state_of,
     trained_features,
 )
 from metaal.strategies.base import Strategy
+from metaal.strategies.lookahead import lookahead_picks
 from metaal.strategies.selector import selector_picks
 
 FORMAT_VERSION = 1
@@ -69,12 +71,20 @@ class LearnedStrategy:
         """The policy as a `Strategy`; its params travel as the strategy's memory (no constants).
 
         A selector policy (`config["proposers"]`) first asks its proposers for
-        their picks (`metaal.strategies.selector`) and scores only those.
+        their picks (`metaal.strategies.selector`) and scores only those; a
+        look-ahead policy (`config["lookahead"]`: S) scores only margin's S most
+        uncertain candidates, with their look-ahead columns
+        (`metaal.strategies.lookahead`).
         """
         apply = self.apply
         proposers, state = proposers_of(self.config), selector_state_of(self.config)
+        lookahead = lookahead_of(self.config)
 
         def score(key, obs, ctx, memory):
+            if lookahead:  # only margin's shortlist is scored, with its look-ahead columns
+                picks, rows = lookahead_picks(obs, ctx, lookahead)
+                scores = jnp.where(picks.action_mask, apply(memory, picks), NEG_INF)
+                return jnp.full(obs.action_mask.shape, NEG_INF).at[rows].set(scores), memory
             if not proposers:
                 return apply(memory, obs), memory
             # only the picks are scored
@@ -123,6 +133,8 @@ class LearnedStrategy:
         parts.append(f"shortlist={config.get('shortlist', 0)}")
         if proposers_of(config):
             parts.append(f"proposers={','.join(proposers_of(config))}")
+        if lookahead_of(config):
+            parts.append(f"lookahead={lookahead_of(config)}")
         parts.append(f"features={len(trained_features(config))}")
         for key in ("agent", "env_steps"):
             if key in config:
@@ -193,6 +205,7 @@ class LearnedStrategy:
                 trained_features(config),
                 proposers_of(config),
                 selector_state_of(config),
+                lookahead_of(config),
             )
 
         for member in members[1:]:
@@ -224,6 +237,11 @@ class LearnedStrategy:
             raise ValueError(
                 "a selector policy chooses among its proposers' picks "
                 f"({', '.join(proposers_of(self.config))}); a margin shortlist does not apply to it"
+            )
+        if lookahead_of(self.config):
+            raise ValueError(
+                f"a look-ahead policy already scores only margin's {lookahead_of(self.config)} "
+                "most uncertain candidates; a second margin shortlist does not apply to it"
             )
         key = "member_scorer" if self.config["scorer"] == ENSEMBLE_SCORER else "scorer"
         restrictable = (SCORER, SHORTLISTED_SCORER, LINEAR_SCORER)

@@ -52,12 +52,16 @@ PROPOSERS = (
     "margin",
     "least_confidence",
     "egl",
+    "eer",
+    "emoc",
     "coreset",
     "density",
     "info_density",
     "badge",
     "random",
 )
+#: Proposers added after `sel_all_big` was recorded (that recipe keeps the others).
+LOOKAHEAD_PROPOSERS = ("eer", "emoc")
 #: The proposers of `--proposers default`: one of each family the issue names.
 DEFAULT_PROPOSERS = ("margin", "entropy", "badge", "coreset", "density", "random")
 #: The default step columns, and what policy files without `selector_state` read.
