@@ -367,6 +367,12 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         {**_SL16, **_BIG, "shortlist": 0, "lookahead": 16, "hidden": ()},
         "train",
     ),
+    "la16_wide": (
+        "la16_big on a wider training mix: train + the 32 generated tasks that synthetic:32 "
+        "(validation B) leaves out",
+        {**_SL16, **_BIG, "shortlist": 0, "lookahead": 16},
+        "train+synthetic:32-64",
+    ),
     "sel_big_wide": (
         "sel_big on a wider training mix: train + 32 synthetic tasks (honeypots, imbalance, noise)",
         _selector(DEFAULT_PROPOSERS),

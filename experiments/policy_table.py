@@ -8,11 +8,11 @@ Every folder is a finished `metaal evaluate` run of the same env (`--merge`'s ru
 run must hold; it may hold more (all of `train` against a policy validated on
 `train-val:K`). For each policy the table gives its mean rank among the heuristics plus
 itself, margin's rank in the same ranking, its mean AULC and the difference to margin's,
-W/T/L against margin and BADGE (paired Wilcoxon over seeds, alpha 0.05; the same test as
-every report) and the data sets where its mean AULC is above margin's. With `--oracle`,
-the share of the margin-to-oracle gap it closes: (policy - margin) / (oracle - margin) in
-mean AULC. This is the table of issue 16's validation protocol and of its held-out
-evaluations.
+W/T/L against margin and BADGE, or the `--opponents` given (paired Wilcoxon over seeds,
+alpha 0.05; the same test as every report) and the data sets where its mean AULC is above
+margin's. With `--oracle`, the share of the margin-to-oracle gap it closes: (policy -
+margin) / (oracle - margin) in mean AULC. This is the table of issue 16's validation
+protocol and of its held-out evaluations.
 """
 
 from __future__ import annotations
@@ -99,10 +99,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--policy", action="append", required=True, help="evaluation folder of one policy"
     )
     parser.add_argument("--oracle", help="evaluation folder holding the oracle (same seeds)")
+    parser.add_argument(
+        "--opponents",
+        default="margin,badge",
+        help="comma-separated heuristics to give W/T/L against (default: margin,badge)",
+    )
     args = parser.parse_args(argv)
     heuristics = read_results(args.heuristics)
+    opponents = [o for o in args.opponents.split(",") if o]
+    unknown = sorted(set(opponents) - set(heuristics["strategy"]))
+    if unknown:
+        raise SystemExit(
+            f"policy_table: error: --opponents {unknown} are not in {args.heuristics}; it holds "
+            f"{', '.join(sorted(set(heuristics['strategy'])))}"
+        )
     oracle = read_results(args.oracle) if args.oracle else None
-    table = policy_rows(heuristics, [read_results(p) for p in args.policy], oracle)
+    table = policy_rows(heuristics, [read_results(p) for p in args.policy], oracle, opponents)
     print(markdown_table(table.set_index("policy").round(4)))
     return 0
 

@@ -206,6 +206,11 @@ def test_suite_names_and_combinations():
     assert suite_names("heldout") == list(HELDOUT)
     assert suite_names("synthetic") == [f"synthetic/{i}" for i in range(64)]
     assert suite_names("synthetic:3") == ["synthetic/0", "synthetic/1", "synthetic/2"]
+    # a range: the tasks synthetic:32 leaves out, disjoint from it
+    assert suite_names("synthetic:32-64") == [f"synthetic/{i}" for i in range(32, 64)]
+    assert not set(suite_names("synthetic:32")) & set(suite_names("synthetic:32-64"))
+    with pytest.raises(DataError, match="needs A < B"):
+        suite_names("synthetic:5-5")
     assert suite_names("train+synthetic") == [*TRAIN, *(f"synthetic/{i}" for i in range(64))]
     # Repeats are dropped; a name keeps its first place.
     assert suite_names("keel/wine+train") == ["keel/wine", *(n for n in TRAIN if n != "keel/wine")]

