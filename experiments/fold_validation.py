@@ -24,6 +24,8 @@ it is checked before any compute. A finished fold is not run again: a rerun with
 arguments resumes (a fold's training from its last checkpoint), and one with other
 arguments into the same `--out` is refused.
 `--fit-suite` and `--val-suite` change the fold templates (any suites, `{fold}` for K).
+`--opponents margin,badge,eer,emoc` adds W/T/L and `AULC - X` columns against more
+heuristics of the run (checked before any compute; the verdict stays against margin).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from metaal.experiments.train import finished_policy
 
 #: Flags the protocol sets itself for every fold; a recipe's ARGS must not give them.
 PROTOCOL_FLAGS = ("--suite", "--seed", "--out", "--resume")
+#: The heuristics each fold's row gives W/T/L and the AULC difference against, by default.
+OPPONENTS = ("margin", "badge")
 #: The file in `--out` that records the arguments, so a rerun resumes only the same protocol.
 PROTOCOL_FILE = "protocol.json"
 
@@ -125,16 +129,23 @@ def evaluate_argv(
 
 
 def check_heuristics(
-    heuristics: pd.DataFrame, val_suite: str, folds: Sequence[int], seeds: Sequence[int]
+    heuristics: pd.DataFrame,
+    val_suite: str,
+    folds: Sequence[int],
+    seeds: Sequence[int],
+    opponents: Sequence[str] = OPPONENTS,
 ) -> None:
     """Raise ValueError unless the heuristics run covers every validation fold.
 
-    It must hold margin and BADGE on every fold's data sets and seeds, so that nothing
-    is trained that could not be ranked.
+    It must hold margin, BADGE and the `opponents` on every fold's data sets and seeds, so
+    that nothing is trained that could not be ranked.
     """
-    missing = {"margin", "badge"} - set(heuristics["strategy"])
+    missing = ({"margin", "badge"} | set(opponents)) - set(heuristics["strategy"])
     if missing:
-        raise ValueError(f"the heuristics run lacks {sorted(missing)}: evaluate them too")
+        raise ValueError(
+            f"the heuristics run lacks {sorted(missing)}: evaluate them too, or leave them "
+            "out of --opponents"
+        )
     seeds_of = heuristics.groupby("dataset")["seed"].unique()
     for fold in folds:
         suite = at_fold(val_suite, fold)
@@ -194,6 +205,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--first-seed", type=int, default=10000, help="first validation seed")
     parser.add_argument("--budget", type=int, default=100, help="validation budget")
     parser.add_argument(
+        "--opponents",
+        default=",".join(OPPONENTS),
+        help="comma-separated heuristics of the run to give W/T/L and AULC - X against "
+        "(margin and BADGE are always in the run; the verdict is against margin)",
+    )
+    parser.add_argument(
         "--wandb-mode",
         choices=tracking.MODES,
         default="offline",
@@ -214,12 +231,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         folds = [int(k) for k in args.folds.split(",")]
         seeds = range(args.first_seed, args.first_seed + args.seeds)
         heuristics = read_results(args.heuristics)
-        check_heuristics(heuristics, args.val_suite, folds, seeds)
+        opponents = [o for o in args.opponents.split(",") if o]
+        check_heuristics(heuristics, args.val_suite, folds, seeds, opponents)
         for fold in folds:  # every suite name and every protocol flag, before any compute
             train_argv(recipe, fold, args.fit_suite, out / f"f{fold}", args.first_train_seed)
             suite_names(at_fold(args.fit_suite, fold))
-        # where the results are logged is not part of the protocol
-        protocol = {k: v for k, v in vars(args).items() if k not in ("out", "folds", "wandb_mode")}
+        # where the results are logged, and which opponents are shown, are not part of it
+        shown_only = ("out", "folds", "wandb_mode", "opponents")
+        protocol = {k: v for k, v in vars(args).items() if k not in shown_only}
         claim(out, {**protocol, "recipe": recipe})
     except (ValueError, OSError) as err:
         parser.error(str(err))
@@ -246,11 +265,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if code:
                 return code
         frames.append(read_results(val))
-    table = policy_rows(heuristics, frames)
+    table = policy_rows(heuristics, frames, opponents=opponents)
     counts = verdict(table)
     # every fold's policy on its own fold, ranked as one: more data sets, less noise
     pooled = pd.concat(frames).assign(strategy=f"{out.name}_pooled")
-    shown = pd.concat([table, policy_rows(heuristics, [pooled])], ignore_index=True)
+    shown = pd.concat(
+        [table, policy_rows(heuristics, [pooled], opponents=opponents)], ignore_index=True
+    )
     text = markdown_table(shown.set_index("policy").round(4)) + (
         f"\n\nverdict: {'counts' if counts else 'does not count'} (AULC - margin "
         f"{' / '.join(f'{d:+.4f}' for d in table['AULC - margin'])}, "

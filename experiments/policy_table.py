@@ -7,8 +7,9 @@ Every folder is a finished `metaal evaluate` run of the same env (`--merge`'s ru
 `results.csv`). A policy is compared on its own data sets and seeds, which the heuristics'
 run must hold; it may hold more (all of `train` against a policy validated on
 `train-val:K`). For each policy the table gives its mean rank among the heuristics plus
-itself, margin's rank in the same ranking, its mean AULC and the difference to margin's,
-W/T/L against margin and BADGE, or the `--opponents` given (paired Wilcoxon over seeds,
+itself, margin's rank in the same ranking, its mean AULC and the difference to margin's
+and to each other opponent's (`AULC - badge`, ...), W/T/L against margin and BADGE, or the
+`--opponents` given (paired Wilcoxon over seeds,
 alpha 0.05; the same test as every report) and the data sets where its mean AULC is above
 margin's. With `--oracle`, the share of the margin-to-oracle gap it closes: (policy -
 margin) / (oracle - margin) in mean AULC. This is the table of issue 16's validation
@@ -73,6 +74,9 @@ def policy_rows(
             "mean AULC": aulc[name].mean(),
             "AULC - margin": aulc[name].mean() - aulc["margin"].mean(),
         }
+        for opponent in opponents:
+            if opponent != "margin":
+                row[f"AULC - {opponent}"] = aulc[name].mean() - aulc[opponent].mean()
         for opponent in opponents:
             w = wtl[(wtl["strategy"] == name) & (wtl["opponent"] == opponent)].iloc[0]
             row[f"W/T/L vs {opponent}"] = f"{w['wins']}/{w['ties']}/{w['losses']}"

@@ -70,6 +70,11 @@ def test_the_heuristics_run_must_cover_every_fold_before_any_compute():
         fv.check_heuristics(full, "train-val:{fold}", [2], range(10000, 10005))
     with pytest.raises(ValueError, match=r"lacks \['badge'\]"):
         fv.check_heuristics(full[full["strategy"] == "margin"], "train-val:{fold}", [0], seeds)
+    # opponents beyond margin and BADGE must be in the run too
+    with pytest.raises(ValueError, match=r"lacks \['emoc'\].*--opponents"):
+        fv.check_heuristics(full, "train-val:{fold}", [0], seeds, ("margin", "emoc"))
+    wider = _heuristics(suite_names("train"), seeds, ("margin", "badge", "emoc"))
+    fv.check_heuristics(wider, "train-val:{fold}", [0, 1, 2], seeds, ("margin", "emoc"))
 
 
 def test_the_verdict_needs_every_fold_above_margin():
@@ -89,6 +94,7 @@ def test_bad_arguments_are_refused_before_any_compute(tmp_path, capsys):
         (base + ["--seeds", "30", "--", "--agent", "imitation"], "at seeds"),
         (base + ["--folds", "0,5", "--", "--agent", "imitation"], "the fold must be 0..2"),
         (["--heuristics", str(tmp_path), "--out", str(out)], "no results.csv"),
+        (base + ["--opponents", "margin,eer", "--", "--agent", "imitation"], "lacks ['eer']"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as stop:

@@ -302,6 +302,8 @@ def test_the_policy_table_ranks_each_policy_alone_and_measures_the_gap():
     assert table.loc["sel", "mean rank"] == 1.0 and table.loc["sel", "margin's rank"] == 2.0
     assert table.loc["bad", "mean rank"] == 3.0 and table.loc["bad", "best heuristic"] == "margin"
     np.testing.assert_allclose(table.loc["sel", "AULC - margin"], 0.004, atol=1e-12)
+    np.testing.assert_allclose(table.loc["sel", "AULC - badge"], 0.014, atol=1e-12)
+    np.testing.assert_allclose(table.loc["bad", "AULC - badge"], -0.01, atol=1e-12)
     np.testing.assert_allclose(table.loc["sel", "gap closed"], 0.004 / 0.02, rtol=1e-9)
     # every seed gains: significant on each of the 3 data sets (Wilcoxon, 8 seeds)
     assert table.loc["sel", "W/T/L vs margin"] == "3/0/0"
