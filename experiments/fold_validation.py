@@ -43,14 +43,18 @@ from metaal import tracking
 from metaal.agents import checkpoint
 from metaal.data import suite_names
 from metaal.experiments import cli
-from metaal.experiments.policy_table import policy_rows, read_results
+from metaal.experiments.policy_table import (
+    OPPONENTS,
+    add_opponents_flag,
+    opponents_of,
+    policy_rows,
+    read_results,
+)
 from metaal.experiments.report import markdown_table
 from metaal.experiments.train import finished_policy
 
 #: Flags the protocol sets itself for every fold; a recipe's ARGS must not give them.
 PROTOCOL_FLAGS = ("--suite", "--seed", "--out", "--resume")
-#: The heuristics each fold's row gives W/T/L and the AULC difference against, by default.
-OPPONENTS = ("margin", "badge")
 #: The file in `--out` that records the arguments, so a rerun resumes only the same protocol.
 PROTOCOL_FILE = "protocol.json"
 
@@ -204,12 +208,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=20, help="validation seeds per fold")
     parser.add_argument("--first-seed", type=int, default=10000, help="first validation seed")
     parser.add_argument("--budget", type=int, default=100, help="validation budget")
-    parser.add_argument(
-        "--opponents",
-        default=",".join(OPPONENTS),
-        help="comma-separated heuristics of the run to give W/T/L and AULC - X against "
-        "(margin and BADGE are always in the run; the verdict is against margin)",
-    )
+    add_opponents_flag(parser)  # shown only: the verdict is against margin
     parser.add_argument(
         "--wandb-mode",
         choices=tracking.MODES,
@@ -231,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         folds = [int(k) for k in args.folds.split(",")]
         seeds = range(args.first_seed, args.first_seed + args.seeds)
         heuristics = read_results(args.heuristics)
-        opponents = [o for o in args.opponents.split(",") if o]
+        opponents = opponents_of(args.opponents)
         check_heuristics(heuristics, args.val_suite, folds, seeds, opponents)
         for fold in folds:  # every suite name and every protocol flag, before any compute
             train_argv(recipe, fold, args.fit_suite, out / f"f{fold}", args.first_train_seed)

@@ -27,6 +27,24 @@ import pandas as pd
 from metaal import metrics
 from metaal.experiments.report import markdown_table
 
+#: The heuristics a policy's row gives W/T/L and `AULC - X` against, by default.
+OPPONENTS = ("margin", "badge")
+
+
+def add_opponents_flag(parser: argparse.ArgumentParser) -> None:
+    """The `--opponents` flag, shared with `fold_validation`; read it with `opponents_of`."""
+    parser.add_argument(
+        "--opponents",
+        default=",".join(OPPONENTS),
+        help="comma-separated heuristics of the run to give W/T/L and AULC - X against "
+        f"(default: {','.join(OPPONENTS)})",
+    )
+
+
+def opponents_of(text: str) -> list[str]:
+    """The heuristic names of an `--opponents` value (empty items dropped)."""
+    return [o for o in text.split(",") if o]
+
 
 def read_results(folder: str | Path) -> pd.DataFrame:
     """The `results.csv` of a finished evaluation folder (a clear error if it has none)."""
@@ -40,7 +58,7 @@ def policy_rows(
     heuristics: pd.DataFrame,
     policies: Sequence[pd.DataFrame],
     oracle: pd.DataFrame | None = None,
-    opponents: Sequence[str] = ("margin", "badge"),
+    opponents: Sequence[str] = OPPONENTS,
 ) -> pd.DataFrame:
     """One row per policy frame (each holding one strategy) against the `heuristics` frame."""
     base = heuristics[heuristics["strategy"] != "oracle"]
@@ -103,14 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--policy", action="append", required=True, help="evaluation folder of one policy"
     )
     parser.add_argument("--oracle", help="evaluation folder holding the oracle (same seeds)")
-    parser.add_argument(
-        "--opponents",
-        default="margin,badge",
-        help="comma-separated heuristics to give W/T/L against (default: margin,badge)",
-    )
+    add_opponents_flag(parser)
     args = parser.parse_args(argv)
     heuristics = read_results(args.heuristics)
-    opponents = [o for o in args.opponents.split(",") if o]
+    opponents = opponents_of(args.opponents)
     unknown = sorted(set(opponents) - set(heuristics["strategy"]))
     if unknown:
         raise SystemExit(
