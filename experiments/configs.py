@@ -373,6 +373,15 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         {**_SL16, **_BIG, "shortlist": 0, "lookahead": 16},
         "train+synthetic:32-64",
     ),
+    "la16_wide_teacher": (
+        "la16_wide with the teacher-weighted expert (expert_label teacher): each candidate's "
+        "target is its gain averaged over its two likeliest labels, weighted by the learner "
+        "fitted on every pool label, so the target is what labelling the candidate is worth, "
+        "not how lucky its own label was (the look-ahead columns' question, answered with "
+        "the hidden labels)",
+        {**_SL16, **_BIG, "shortlist": 0, "lookahead": 16, "expert_label": "teacher"},
+        "train+synthetic:32-64",
+    ),
     "sel_big_wide": (
         "sel_big on a wider training mix: train + 32 synthetic tasks (honeypots, imbalance, noise)",
         _selector(DEFAULT_PROPOSERS),

@@ -210,6 +210,10 @@ def test_lookahead_columns_and_refusals(vowel):
 def test_dagger_on_a_lookahead_policy_labels_its_shortlist(vowel):
     settings = imitation_recipe("la16_big")
     assert settings.config.lookahead == 16 and settings.config.shortlist == 0
+    # the ninth session's lever changes the expert's labels and nothing else
+    wide, teacher = imitation_recipe("la16_wide"), imitation_recipe("la16_wide_teacher")
+    assert teacher.config == wide.config.replace(expert_label="teacher")
+    assert teacher.data == wide.data and wide.config.expert_label == "true"
     config = ImitationConfig(
         env=EnvConfig(budget=4, n_initial=6, n_candidates=None),
         lookahead=6,
