@@ -382,6 +382,12 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         {**_SL16, **_BIG, "shortlist": 0, "lookahead": 16, "expert_label": "teacher"},
         "train+synthetic:32-64",
     ),
+    "la16_wide_huge": (
+        "la16_wide with 2.7x the DAgger data (8 rounds x 64 envs, 800 updates a round): "
+        "the variance cut a vote of three gives, in one scorer",
+        {**_SL16, **_HUGE, "shortlist": 0, "lookahead": 16},
+        "train+synthetic:32-64",
+    ),
     "sel_big_wide": (
         "sel_big on a wider training mix: train + 32 synthetic tasks (honeypots, imbalance, noise)",
         _selector(DEFAULT_PROPOSERS),

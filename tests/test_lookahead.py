@@ -214,6 +214,9 @@ def test_dagger_on_a_lookahead_policy_labels_its_shortlist(vowel):
     wide, teacher = imitation_recipe("la16_wide"), imitation_recipe("la16_wide_teacher")
     assert teacher.config == wide.config.replace(expert_label="teacher")
     assert teacher.data == wide.data and wide.config.expert_label == "true"
+    huge = imitation_recipe("la16_wide_huge")
+    assert huge.config == wide.config.replace(n_rounds=8, n_envs=64, updates_per_round=800)
+    assert huge.data == wide.data
     config = ImitationConfig(
         env=EnvConfig(budget=4, n_initial=6, n_candidates=None),
         lookahead=6,
