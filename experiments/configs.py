@@ -216,6 +216,8 @@ _BIG = {"n_rounds": 6, "n_envs": 32, "updates_per_round": 600}
 _HUGE = {"n_rounds": 8, "n_envs": 64, "updates_per_round": 800}
 # the strategy selector (issue 16): sl16_big's data, choosing among heuristics' picks
 _SEL = {**_SL16, **_BIG, "shortlist": 0}
+# the look-ahead policies (issue 16): margin's 16 most uncertain candidates with the columns
+_LA16 = {**_SL16, "shortlist": 0, "lookahead": 16}
 
 
 #: The fourth session's selector settings: a prior toward margin and the noise step columns.
@@ -359,18 +361,18 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         "sl16_big with the look-ahead columns: each of margin's 16 most uncertain candidates "
         "carries the expected change of the pool's predictions and its expected error and "
         "entropy after labelling it (refits with its two likeliest labels, no label read)",
-        {**_SL16, **_BIG, "shortlist": 0, "lookahead": 16},
+        {**_LA16, **_BIG},
         "train",
     ),
     "la16_big_linear": (
         "la16_big with a linear ranker (hidden ())",
-        {**_SL16, **_BIG, "shortlist": 0, "lookahead": 16, "hidden": ()},
+        {**_LA16, **_BIG, "hidden": ()},
         "train",
     ),
     "la16_wide": (
         "la16_big on a wider training mix: train + the 32 generated tasks that synthetic:32 "
         "(validation B) leaves out",
-        {**_SL16, **_BIG, "shortlist": 0, "lookahead": 16},
+        {**_LA16, **_BIG},
         "train+synthetic:32-64",
     ),
     "la16_wide_teacher": (
@@ -379,13 +381,13 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         "fitted on every pool label, so the target is what labelling the candidate is worth, "
         "not how lucky its own label was (the look-ahead columns' question, answered with "
         "the hidden labels)",
-        {**_SL16, **_BIG, "shortlist": 0, "lookahead": 16, "expert_label": "teacher"},
+        {**_LA16, **_BIG, "expert_label": "teacher"},
         "train+synthetic:32-64",
     ),
     "la16_wide_huge": (
         "la16_wide with 2.7x the DAgger data (8 rounds x 64 envs, 800 updates a round): "
         "the variance cut a vote of three gives, in one scorer",
-        {**_SL16, **_HUGE, "shortlist": 0, "lookahead": 16},
+        {**_LA16, **_HUGE},
         "train+synthetic:32-64",
     ),
     "sel_big_wide": (

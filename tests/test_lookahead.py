@@ -207,16 +207,19 @@ def test_lookahead_columns_and_refusals(vowel):
         la_error_follower().with_shortlist(8)
 
 
-def test_dagger_on_a_lookahead_policy_labels_its_shortlist(vowel):
-    settings = imitation_recipe("la16_big")
-    assert settings.config.lookahead == 16 and settings.config.shortlist == 0
-    # the ninth session's lever changes the expert's labels and nothing else
+def test_the_ninth_sessions_recipes_change_only_their_lever():
+    """la16_wide_teacher changes the expert's labels, la16_wide_huge the DAgger data."""
     wide, teacher = imitation_recipe("la16_wide"), imitation_recipe("la16_wide_teacher")
     assert teacher.config == wide.config.replace(expert_label="teacher")
     assert teacher.data == wide.data and wide.config.expert_label == "true"
     huge = imitation_recipe("la16_wide_huge")
     assert huge.config == wide.config.replace(n_rounds=8, n_envs=64, updates_per_round=800)
     assert huge.data == wide.data
+
+
+def test_dagger_on_a_lookahead_policy_labels_its_shortlist(vowel):
+    settings = imitation_recipe("la16_big")
+    assert settings.config.lookahead == 16 and settings.config.shortlist == 0
     config = ImitationConfig(
         env=EnvConfig(budget=4, n_initial=6, n_candidates=None),
         lookahead=6,
