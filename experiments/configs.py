@@ -390,6 +390,12 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         {**_LA16, **_HUGE},
         "train+synthetic:32-64",
     ),
+    "la16_wide_huge_teacher": (
+        "la16_wide_huge with la16_wide_teacher's expert: the two levers that each lifted every "
+        "B draw above la16_wide's, together; the label-free target should make draws agree",
+        {**_LA16, **_HUGE, "expert_label": "teacher"},
+        "train+synthetic:32-64",
+    ),
     "sel_big_wide": (
         "sel_big on a wider training mix: train + 32 synthetic tasks (honeypots, imbalance, noise)",
         _selector(DEFAULT_PROPOSERS),
