@@ -12,6 +12,10 @@ validation labels, so it is a reference and not deployable: what a selector amon
 families would reach if it always knew which pick gains most one step ahead. A selector
 that is near margin while this is far above it has headroom it does not find; one that is
 near this has none left.
+
+`--shortlist K` adds margin's K most uncertain candidates to the picks: `--shortlist 16`
+alone is the ceiling of a look-ahead policy (`la16_*`, which chooses among those 16), and
+with proposers, what widening that shortlist by their picks could add to it.
 """
 
 from __future__ import annotations
@@ -26,12 +30,21 @@ from metaal import tracking
 from metaal.data import suite_names
 from metaal.experiments import evaluate
 from metaal.strategies.base import Context, Strategy
+from metaal.strategies.lookahead import margin_shortlist
 from metaal.strategies.selector import check_proposers, proposals
 
 
-def selector_oracle(proposers: Sequence[str]) -> Strategy:
-    """The look-ahead oracle over the picks of `proposers` (named `oracle_<p1>_<p2>...`)."""
-    names = check_proposers(proposers)
+def selector_oracle(proposers: Sequence[str], shortlist: int = 0) -> Strategy:
+    """The look-ahead oracle over the picks of `proposers` (named `oracle_<p1>_<p2>...`).
+
+    With `shortlist` K > 0 margin's K most uncertain candidates are candidates too (the
+    name gains `_top<K>`).
+    """
+    if shortlist < 0:
+        raise ValueError(f"shortlist must be >= 0 (0: the picks only), got {shortlist}")
+    if not proposers and not shortlist:
+        raise ValueError("the selector oracle needs proposers, a shortlist, or both")
+    names = check_proposers(proposers) if proposers else ()
 
     def score(key: jax.Array, obs, ctx: Context, memory):
         if ctx.lookahead is None:
@@ -39,19 +52,35 @@ def selector_oracle(proposers: Sequence[str]) -> Strategy:
                 "the selector oracle needs Context.lookahead (validation labels), which only "
                 "the environment provides"
             )
-        picked = proposals(names, key, obs, ctx)  # (P, C), one pick per row
-        idx = jnp.argmax(picked, axis=1)
-        gains = jnp.where(jnp.any(picked, axis=1), jax.vmap(ctx.lookahead)(idx), -jnp.inf)
-        scores = jnp.full(obs.action_mask.shape, -jnp.inf).at[idx].max(gains)
+        scores = jnp.full(obs.action_mask.shape, -jnp.inf)
+        if names:
+            picked = proposals(names, key, obs, ctx)  # (P, C), one pick per row
+            idx = jnp.argmax(picked, axis=1)
+            gains = jnp.where(jnp.any(picked, axis=1), jax.vmap(ctx.lookahead)(idx), -jnp.inf)
+            scores = scores.at[idx].max(gains)
+        if shortlist:
+            rows = margin_shortlist(ctx, obs.action_mask, shortlist)
+            row_gains = jax.vmap(ctx.lookahead)(rows)
+            scores = scores.at[rows].max(jnp.where(obs.action_mask[rows], row_gains, -jnp.inf))
         return scores, memory
 
-    return Strategy(f"oracle_{'_'.join(names)}", "oracle", score, deployable=False)
+    parts = [*names, *([f"top{shortlist}"] if shortlist else [])]
+    name = "oracle_" + "_".join(parts)
+    return Strategy(name, "oracle", score, deployable=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Evaluate the selector oracle on a suite (results as `metaal evaluate` writes them)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--proposers", required=True, help="comma-separated proposers")
+    parser.add_argument(
+        "--proposers", default="", help="comma-separated proposers (none: the shortlist only)"
+    )
+    parser.add_argument(
+        "--shortlist",
+        type=int,
+        default=0,
+        help="also margin's K most uncertain candidates (0: the proposers' picks only)",
+    )
     parser.add_argument("--suite", default="train", help="suite name (metaal.data.suites)")
     parser.add_argument("--seeds", type=int, default=20, help="number of seeds")
     parser.add_argument("--first-seed", type=int, default=10000, help="first seed")
@@ -62,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        strategy = selector_oracle(args.proposers.split(","))
+        proposers = [p for p in args.proposers.split(",") if p]
+        strategy = selector_oracle(proposers, args.shortlist)
         names = suite_names(args.suite)
     except ValueError as err:
         parser.error(str(err))

@@ -194,6 +194,33 @@ def test_the_selector_oracle_queries_the_pick_whose_step_gains_most(tasks):
     assert max(distinct) > 1  # the proposers disagreed, so there was a choice to make
 
 
+def test_the_selector_oracle_with_a_shortlist_adds_margins_most_uncertain(tasks):
+    from metaal.experiments.selector_headroom import selector_oracle
+    from metaal.features import uncertainty
+
+    env = ActiveLearningEnv(EnvConfig(budget=6, n_initial=6, n_candidates=None))
+    params = make_params(pad_split(make_split(tasks[1], 0)))
+    oracle = selector_oracle(("coreset", "random"), shortlist=4)
+    assert oracle.name == "oracle_coreset_random_top4"
+    assert selector_oracle((), shortlist=16).name == "oracle_top16"
+    obs, state = env.reset(jax.random.key(4), params)
+    key = jax.random.key(21)
+    ctx = env.context(state, params)
+    scores = np.asarray(oracle.score(key, obs, ctx, ())[0])
+    margin = np.asarray(uncertainty(ctx.cand_probs, ctx.class_mask)["margin"])
+    top = np.argsort(np.where(np.asarray(obs.action_mask), margin, np.inf))[:4]
+    picks = np.argmax(np.asarray(proposals(("coreset", "random"), key, obs, ctx)), axis=1)
+    finite = np.flatnonzero(np.isfinite(scores))
+    assert set(finite.tolist()) == {*top.tolist(), *picks.tolist()}
+    assert len(finite) > 4  # a pick outside margin's four, or the test shows nothing
+    rewards = [float(env.step(key, state, int(j), params)[2]) for j in finite]
+    np.testing.assert_allclose(scores[finite], rewards, atol=1e-6)
+    with pytest.raises(ValueError, match="shortlist must be >= 0"):
+        selector_oracle(("coreset", "random"), shortlist=-1)
+    with pytest.raises(ValueError, match="proposers, a shortlist, or both"):
+        selector_oracle(())
+
+
 def test_dagger_with_proposers_labels_exactly_the_proposals():
     settings = imitation_recipe("sel_big")
     assert settings.config.proposers == (
