@@ -396,6 +396,13 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         {**_LA16, **_HUGE, "expert_label": "teacher"},
         "train+synthetic:32-64",
     ),
+    "la16_wide_huge_h3": (
+        "la16_wide_huge with a three-step expert (expert_horizon 3): each candidate is scored "
+        "after it and margin's next two picks, since the one-step oracle gets worse with "
+        "more candidates to choose from (greedy one-step targets mislead)",
+        {**_LA16, **_HUGE, "expert_horizon": 3},
+        "train+synthetic:32-64",
+    ),
     "sel_big_wide": (
         "sel_big on a wider training mix: train + 32 synthetic tasks (honeypots, imbalance, noise)",
         _selector(DEFAULT_PROPOSERS),

@@ -217,11 +217,13 @@ def test_the_ninth_sessions_recipes_change_only_their_lever():
     assert huge.data == wide.data
 
 
-def test_the_tenth_sessions_recipe_joins_two_levers():
-    """la16_wide_huge_teacher is la16_wide_huge with la16_wide_teacher's expert, nothing else."""
+def test_the_tenth_sessions_recipes_change_only_their_lever():
+    """la16_wide_huge_teacher and _h3 are la16_wide_huge with another expert, nothing else."""
     huge, both = imitation_recipe("la16_wide_huge"), imitation_recipe("la16_wide_huge_teacher")
     assert both.config == huge.config.replace(expert_label="teacher")
     assert both.data == huge.data and huge.config.expert_label == "true"
+    h3 = imitation_recipe("la16_wide_huge_h3")
+    assert h3.config == huge.config.replace(expert_horizon=3) and h3.data == huge.data
 
 
 def test_dagger_on_a_lookahead_policy_labels_its_shortlist(vowel):
