@@ -52,17 +52,18 @@ def selector_oracle(proposers: Sequence[str], shortlist: int = 0) -> Strategy:
                 "the selector oracle needs Context.lookahead (validation labels), which only "
                 "the environment provides"
             )
-        scores = jnp.full(obs.action_mask.shape, -jnp.inf)
+        idx, valid = [], []  # the candidates and whether each is one, from every source
         if names:
             picked = proposals(names, key, obs, ctx)  # (P, C), one pick per row
-            idx = jnp.argmax(picked, axis=1)
-            gains = jnp.where(jnp.any(picked, axis=1), jax.vmap(ctx.lookahead)(idx), -jnp.inf)
-            scores = scores.at[idx].max(gains)
+            idx.append(jnp.argmax(picked, axis=1))
+            valid.append(jnp.any(picked, axis=1))
         if shortlist:
             rows = margin_shortlist(ctx, obs.action_mask, shortlist)
-            row_gains = jax.vmap(ctx.lookahead)(rows)
-            scores = scores.at[rows].max(jnp.where(obs.action_mask[rows], row_gains, -jnp.inf))
-        return scores, memory
+            idx.append(rows)
+            valid.append(obs.action_mask[rows])
+        idx, valid = jnp.concatenate(idx), jnp.concatenate(valid)
+        gains = jnp.where(valid, jax.vmap(ctx.lookahead)(idx), -jnp.inf)
+        return jnp.full(obs.action_mask.shape, -jnp.inf).at[idx].max(gains), memory
 
     parts = [*names, *([f"top{shortlist}"] if shortlist else [])]
     name = "oracle_" + "_".join(parts)
