@@ -1,7 +1,7 @@
 """PPO for the candidate-scoring policy (the purejaxrl recipe), readable top to bottom.
 
 The policy is a categorical distribution over the candidates whose logits are
-the `CandidateScorer`'s scores (masked candidates at -1e9, never sampled);
+the `CandidateScorer`'s scores over `temperature` (masked candidates at -1e9, never sampled);
 the critic is the scorer's value head. One update collects `num_steps` steps
 from each of `num_envs` env slots (a random task of the suite at every
 reset), computes GAE advantages, and runs `update_epochs` epochs of
@@ -12,10 +12,15 @@ rollout's values and `charts/learning_rate` (Adam's step size).
 With `proposers` the policy is a strategy selector, as in imitation
 (`metaal.strategies.selector`): at every step the proposers' picks are its
 whole action set, each with the selector columns, and only they are scored.
+With `lookahead` S it is a look-ahead policy, as in imitation
+(`metaal.strategies.lookahead`): margin's S most uncertain candidates are its
+action set, each with the look-ahead columns.
 `init_policy` starts the run from a saved policy's weights (e.g. a DAgger
-selector), so RL fine-tunes an imitation start with credit over the whole
-episode (the issue's non-myopic lever); the value head starts where that
-file left it (untrained, for an imitation policy).
+selector or look-ahead policy), so RL fine-tunes an imitation start with
+credit over the whole episode (the issue's non-myopic lever); the value head
+starts where that file left it (untrained, for an imitation policy), and the
+first `value_warmup` updates train the value head alone, so the policy's
+first steps follow a critic that has seen its returns.
 
 Bootstrapping stops at `terminated` only: the env never truncates (the
 budget is part of the state), so the value after a terminal step is zero.
@@ -45,11 +50,13 @@ from metaal.envs.core import ActiveLearningEnv, EnvConfig, Observation
 from metaal.policy_net import (
     SCORER,
     CandidateScorer,
+    lookahead_of,
     network,
     proposers_of,
     selector_state_of,
     trained_features,
 )
+from metaal.strategies.lookahead import lookahead_picks
 from metaal.strategies.selector import (
     STEP_COLUMNS,
     check_proposers,
@@ -90,9 +97,16 @@ class PPOConfig:
     """A selector's step columns, the same for every candidate of a step, by name
     (`metaal.strategies.selector.STEP_FEATURES`: distinct_picks, balance_gap, fit_error,
     label_disagreement)."""
+    lookahead: int = struct.field(pytree_node=False, default=0)
+    """If > 0, a look-ahead policy: it scores only margin's `lookahead` most uncertain
+    candidates, each with the look-ahead columns (`metaal.strategies.lookahead`); needs the
+    whole pool as candidates (n_candidates none), as at transfer time. 0: not one."""
     init_policy: str = struct.field(pytree_node=False, default="")
-    """A saved policy file whose scorer weights start the run (same widths, columns and
-    proposers); empty: a fresh network."""
+    """A saved policy file whose scorer weights start the run (same widths, columns,
+    proposers and look-ahead shortlist); empty: a fresh network."""
+    value_warmup: int = struct.field(pytree_node=False, default=0)
+    """Updates at the start of the run that train the value head alone (`value_hidden`,
+    `value`): the rest of the network, and so the policy, stays as it started."""
     lr: float = 3e-4
     """Adam learning rate."""
     gamma: float = 0.99
@@ -103,6 +117,9 @@ class PPOConfig:
     """Clipping of the probability ratio and of the value change."""
     ent_coef: float = 0.01
     """Entropy bonus weight."""
+    temperature: float = 1.0
+    """The policy's logits are its scores / temperature. Below 1 it samples closer to the
+    greedy choice that is deployed, e.g. for an imitation start whose scores are flat."""
     vf_coef: float = 0.5
     """Value loss weight."""
     max_grad_norm: float = 0.5
@@ -138,6 +155,26 @@ class PPOConfig:
                     f"whole pool, as at transfer time; set n_candidates none (got "
                     f"{self.env.n_candidates})"
                 )
+        if self.lookahead < 0 or (self.lookahead and self.proposers):
+            raise ValueError(
+                f"lookahead {self.lookahead} is margin's shortlist of a look-ahead policy: "
+                "a size >= 1 without proposers, or 0 for none"
+            )
+        if self.lookahead and self.env.n_candidates is not None:
+            raise ValueError(
+                f"lookahead {self.lookahead}: a look-ahead policy's shortlist is margin's over "
+                f"the whole pool, as at transfer time; set n_candidates none (got "
+                f"{self.env.n_candidates})"
+            )
+        # a sweep's configs carry traced leaves: only a plain number is checked here
+        if isinstance(self.temperature, int | float) and not self.temperature > 0:
+            raise ValueError(
+                f"temperature must be > 0 (logits are scores / temperature), got {self.temperature}"
+            )
+        if self.value_warmup < 0:
+            raise ValueError(
+                f"value_warmup must be a number of updates >= 0, got {self.value_warmup}"
+            )
         if self.init_policy:
             start_params(self)
         if self.steps_per_update % self.num_minibatches:
@@ -271,6 +308,10 @@ def start_params(config: PPOConfig) -> Any:
         problems.append(
             f"its proposers are {list(proposers_of(saved))}, this run's {list(config.proposers)}"
         )
+    if lookahead_of(saved) != config.lookahead:
+        problems.append(
+            f"its look-ahead shortlist is {lookahead_of(saved)}, this run's {config.lookahead}"
+        )
     if proposers_of(saved) and selector_state_of(saved) != tuple(config.selector_state):
         problems.append(
             f"its selector step columns are {list(selector_state_of(saved))}, this run's "
@@ -280,9 +321,24 @@ def start_params(config: PPOConfig) -> Any:
         raise ValueError(
             f"init_policy {path!r} cannot start this run: {'; '.join(problems)}. Train with the "
             "policy's settings (--hidden, --state-hidden, --proposers, --selector-state, "
-            "--probe-size, the same env) or drop --init-policy"
+            "--lookahead, --probe-size, the same env) or drop --init-policy"
         )
     return policy.params
+
+
+#: The `CandidateScorer` layers that only the value reads (`value_warmup` trains these alone).
+VALUE_LAYERS = ("value_hidden", "value")
+
+
+def value_only(grads: Any, warming: jnp.ndarray) -> Any:
+    """`grads` with every entry outside `VALUE_LAYERS` zeroed while `warming` is true."""
+
+    def keep(path, g):
+        if any(getattr(k, "key", None) in VALUE_LAYERS for k in path):
+            return g
+        return jnp.where(warming, jnp.zeros_like(g), g)
+
+    return jax.tree_util.tree_map_with_path(keep, grads)
 
 
 def observe(
@@ -290,11 +346,19 @@ def observe(
 ) -> tuple[Observation, jnp.ndarray | None]:
     """What the policy scores in every slot, and the pool candidate of each of its rows.
 
-    Without proposers that is the env's observation (rows None: row = candidate).
-    A selector sees its proposers' picks only (`selector_picks`): (N, P) rows.
+    Without proposers or look-ahead that is the env's observation (rows None: row =
+    candidate). A selector sees its proposers' picks only (`selector_picks`): (N, P) rows;
+    a look-ahead policy margin's shortlist with its columns (`lookahead_picks`): (N, S) rows.
     """
-    if not config.proposers:
+    if not (config.proposers or config.lookahead):
         return envs.obs, None
+    if config.lookahead:  # the context's refit closes over its slot: built inside the vmap
+        size = config.lookahead
+
+        def shortlist(obs, state, params):
+            return lookahead_picks(obs, env.context(state, params), size)
+
+        return jax.vmap(shortlist)(envs.obs, envs.state, envs.params)
     ctx = jax.vmap(env.context)(envs.state, envs.params)
     keys = jax.random.split(key, envs.task.shape[0])
     names, state = config.proposers, config.selector_state
@@ -349,8 +413,9 @@ def update(
         key, k_act, k_env = jax.random.split(key, 3)
         obs, rows = observe(config, env, jax.random.fold_in(k_act, 1), envs)
         scores, value = _apply(net, train_state.params, obs)
-        action = jax.random.categorical(k_act, scores)
-        log_prob = jnp.take_along_axis(jax.nn.log_softmax(scores), action[:, None], axis=-1)[:, 0]
+        logits = scores / config.temperature
+        action = jax.random.categorical(k_act, logits)
+        log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], axis=-1)[:, 0]
         chosen = env_action(rows, action)
         envs, out = rollout.step(env, k_env, envs, chosen, tasks, config.reward_norm)
         transition = Transition(obs, action, log_prob, value, out.reward, out.done)
@@ -372,7 +437,7 @@ def update(
 
     def loss_fn(params, batch: Transition, adv, target):
         scores, value = _apply(net, params, batch.obs)
-        log_probs = jax.nn.log_softmax(scores)
+        log_probs = jax.nn.log_softmax(scores / config.temperature)
         log_prob = jnp.take_along_axis(log_probs, batch.action[:, None], axis=-1)[:, 0]
         value_clipped = batch.value + jnp.clip(
             value - batch.value, -config.clip_eps, config.clip_eps
@@ -415,6 +480,8 @@ def update(
         def minibatch(train_state, mb):
             batch, adv, target = mb
             grads, aux = jax.grad(loss_fn, has_aux=True)(train_state.params, batch, adv, target)
+            if config.value_warmup:  # the policy's layers stand still until the critic is warm
+                grads = value_only(grads, runner.update < config.value_warmup)
             return train_state.apply_gradients(grads=grads), aux
 
         train_state, aux = jax.lax.scan(minibatch, train_state, minibatches)

@@ -79,6 +79,11 @@ class TrainSettings:
     candidates (`metaal.policy_net.shortlisted_scorer`; 0: all). Training is unchanged."""
 
     def __post_init__(self) -> None:
+        if getattr(self.config, "lookahead", 0) and self.shortlist:
+            raise ValueError(
+                f"shortlist {self.shortlist}: a look-ahead policy (lookahead "
+                f"{self.config.lookahead}) already scores only margin's shortlist; drop --shortlist"
+            )
         own = getattr(self.config, "shortlist", None)  # imitation trains behind its shortlist
         if own is not None and own != self.shortlist:
             raise ValueError(
