@@ -14,6 +14,15 @@ alpha 0.05; the same test as every report) and the data sets where its mean AULC
 margin's. With `--oracle`, the share of the margin-to-oracle gap it closes: (policy -
 margin) / (oracle - margin) in mean AULC. This is the table of issue 16's validation
 protocol and of its held-out evaluations.
+
+`--bar margin,eer,emoc` reads the table as the protocol's gate B: a policy passes if its
+mean AULC is above each of those heuristics'; with one `--parent` folder per `--policy`
+(in the same order: the draw of the same seed of the recipe it changes) it must also be
+above its parent's, paired on its own data sets and seeds (`AULC - parent`). The verdict
+is printed last, and the exit status is 1 when a policy fails the bar.
+
+    python -m metaal.experiments.policy_table --heuristics runs/syn_heuristics \
+        --policy runs/syn_R_s0 --parent runs/syn_P_s0 ... --bar margin,eer,emoc
 """
 
 from __future__ import annotations
@@ -113,6 +122,59 @@ def policy_rows(
     return pd.DataFrame(rows)
 
 
+def paired_mean_aulc(runs: pd.DataFrame, policy: pd.DataFrame, strategy: str = "") -> float:
+    """Mean over data sets of `strategy`'s mean AULC, on `policy`'s data sets and seeds.
+
+    `strategy` empty: every row of `runs` (a parent policy's run). A ValueError if `runs`
+    lacks one of those data sets and seeds.
+    """
+    mine = runs[
+        runs["dataset"].isin(set(policy["dataset"])) & runs["seed"].isin(set(policy["seed"]))
+    ]
+    if strategy:
+        mine = mine[mine["strategy"] == strategy]
+    pairs = set(zip(mine["dataset"], mine["seed"], strict=True))
+    if pairs != set(zip(policy["dataset"], policy["seed"], strict=True)):
+        raise ValueError(
+            f"{strategy or 'the parent'} was not run on every data set and seed of the policy; "
+            "evaluate it on them too"
+        )
+    return float(metrics.summarise(mine)["aulc_mean"].mean())
+
+
+def bar_verdicts(
+    table: pd.DataFrame,
+    heuristics: pd.DataFrame,
+    policies: Sequence[pd.DataFrame],
+    bar: Sequence[str],
+    parents: Sequence[pd.DataFrame] = (),
+) -> pd.DataFrame:
+    """`table` (`policy_rows`' rows, in `policies`' order) with the gate's columns.
+
+    `AULC - X` for each heuristic X of `bar` (mean AULC paired on the policy's data sets
+    and seeds), `AULC - parent` where `parents` are given (one per policy, paired the
+    same way), and `passes`: every one of those differences above 0.
+    """
+    if parents and len(parents) != len(policies):
+        raise ValueError(
+            f"--parent: give one per --policy, in the same order ({len(parents)} for "
+            f"{len(policies)})"
+        )
+    out = table.copy()
+    passes = []
+    for i, frame in enumerate(policies):
+        own = paired_mean_aulc(frame, frame)
+        margins = {x: own - paired_mean_aulc(heuristics, frame, x) for x in bar}
+        for x, gap in margins.items():
+            out.loc[i, f"AULC - {x}"] = gap
+        if parents:
+            margins["parent"] = own - paired_mean_aulc(parents[i], frame)
+            out.loc[i, "AULC - parent"] = margins["parent"]
+        passes.append(all(gap > 0 for gap in margins.values()))
+    out["passes"] = passes
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the table (markdown) of `--policy` folders against `--heuristics`."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -122,6 +184,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--oracle", help="evaluation folder holding the oracle (same seeds)")
     add_opponents_flag(parser)
+    parser.add_argument(
+        "--bar",
+        default="",
+        help="comma-separated heuristics each policy's mean AULC must be above (gate B); "
+        "the exit status is 1 if one is not (default: no bar)",
+    )
+    parser.add_argument(
+        "--parent",
+        action="append",
+        default=[],
+        help="with --bar: evaluation folder of the parent recipe's draw, one per --policy in "
+        "the same order; each policy must also be above its parent",
+    )
     args = parser.parse_args(argv)
     heuristics = read_results(args.heuristics)
     opponents = opponents_of(args.opponents)
@@ -131,10 +206,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"policy_table: error: --opponents {unknown} are not in {args.heuristics}; it holds "
             f"{', '.join(sorted(set(heuristics['strategy'])))}"
         )
+    bar = opponents_of(args.bar)
+    unknown = sorted(set(bar) - set(heuristics["strategy"]))
+    if unknown:
+        raise SystemExit(f"policy_table: error: --bar {unknown} are not in {args.heuristics}")
+    if args.parent and (not bar or len(args.parent) != len(args.policy)):
+        raise SystemExit(
+            "policy_table: error: --parent needs --bar and one --parent per --policy, in the "
+            f"same order (got {len(args.parent)} for {len(args.policy)})"
+        )
     oracle = read_results(args.oracle) if args.oracle else None
-    table = policy_rows(heuristics, [read_results(p) for p in args.policy], oracle, opponents)
-    print(markdown_table(table.set_index("policy").round(4)))
-    return 0
+    policies = [read_results(p) for p in args.policy]
+    parents = [read_results(p) for p in args.parent]
+    table = policy_rows(heuristics, policies, oracle, opponents)
+    if not bar:
+        print(markdown_table(table.set_index("policy").round(4)))
+        return 0
+    table = bar_verdicts(table, heuristics, policies, bar, parents)
+    table.insert(0, "run", args.policy)
+    print(markdown_table(table.set_index("run").round(4)))
+    verdict = bool(table["passes"].all())
+    print(
+        f"bar ({', '.join(bar)}{', parent' if parents else ''}): "
+        f"{'every policy passes' if verdict else 'FAILS'}"
+    )
+    return 0 if verdict else 1
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from metaal.data import Task, make_split, pad_split
 from metaal.envs.core import ActiveLearningEnv, EnvConfig, make_params
 from metaal.experiments import evaluate
 from metaal.experiments.configs import imitation_recipe
-from metaal.experiments.policy_table import policy_rows
+from metaal.experiments.policy_table import bar_verdicts, policy_rows
+from metaal.experiments.policy_table import main as policy_table_main
 from metaal.policy_net import LINEAR_SCORER, linear_params, linear_scorer, scorer_columns
 from metaal.strategies.adapter import QueryStrategy
 from metaal.strategies.learned import LearnedStrategy
@@ -347,6 +348,37 @@ def test_the_policy_table_ranks_each_policy_alone_and_measures_the_gap():
     np.testing.assert_allclose(row["AULC - margin"], 0.004, atol=1e-12)
     with pytest.raises(ValueError, match="data sets the heuristics' run lacks: e"):
         policy_rows(heuristics, [_curves("sel", 0.0, datasets=("a", "e"))])
+
+
+def test_the_bar_passes_a_policy_above_every_named_heuristic_and_its_parent(tmp_path):
+    heuristics = pd.concat([_curves("margin", 0.0), _curves("eer", 0.003)])
+    draws = [_curves("learned", 0.004), _curves("learned", 0.002)]
+    parents = [_curves("learned", 0.001), _curves("learned", 0.001)]
+    table = policy_rows(heuristics, draws, opponents=("margin",))
+    gate = bar_verdicts(table, heuristics, draws, ("margin", "eer"), parents)
+    np.testing.assert_allclose(gate["AULC - eer"], [0.001, -0.001], atol=1e-12)
+    np.testing.assert_allclose(gate["AULC - parent"], [0.003, 0.001], atol=1e-12)
+    assert gate["passes"].tolist() == [True, False]  # the second is below eer
+    with pytest.raises(ValueError, match="one per --policy"):
+        bar_verdicts(table, heuristics, draws, ("margin",), parents[:1])
+    with pytest.raises(ValueError, match="not run on every data set and seed"):
+        short = parents[0][parents[0]["seed"] < 4]
+        bar_verdicts(table, heuristics, draws, ("margin",), [short, parents[1]])
+    # the command: exit status 0 when every draw passes, 1 when one fails
+    folders = {}
+    for name, frame in [("h", heuristics), ("d0", draws[0]), ("d1", draws[1]), ("p0", parents[0])]:
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        frame.to_csv(folders[name] / "results.csv", index=False)
+    argv = ["--heuristics", str(folders["h"]), "--opponents", "margin,eer", "--bar", "margin,eer"]
+    one = [*argv, "--policy", str(folders["d0"]), "--parent", str(folders["p0"])]
+    assert policy_table_main(one) == 0
+    assert (
+        policy_table_main([*one, "--policy", str(folders["d1"]), "--parent", str(folders["p0"])])
+        == 1
+    )
+    with pytest.raises(SystemExit, match="--bar"):
+        policy_table_main([*argv[:4], "--bar", "entropy", "--policy", str(folders["d0"])])
 
 
 def test_a_policy_without_proposers_reads_only_its_trained_columns():
