@@ -49,6 +49,7 @@ from metaal.agents import rollout
 from metaal.envs.core import ActiveLearningEnv, EnvConfig, Observation
 from metaal.policy_net import (
     SCORER,
+    VALUE_LAYERS,
     CandidateScorer,
     lookahead_of,
     network,
@@ -324,10 +325,6 @@ def start_params(config: PPOConfig) -> Any:
             "--lookahead, --probe-size, the same env) or drop --init-policy"
         )
     return policy.params
-
-
-#: The `CandidateScorer` layers that only the value reads (`value_warmup` trains these alone).
-VALUE_LAYERS = ("value_hidden", "value")
 
 
 def value_only(grads: Any, warming: jnp.ndarray) -> Any:

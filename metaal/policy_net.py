@@ -56,6 +56,10 @@ _MOVED_SCORERS = {"metaal.strategies.learned:linear_scorer": LINEAR_SCORER}
 TRUSTED_PACKAGES = ("metaal",)
 
 
+#: The `CandidateScorer` layers that only its value reads (PPO's `value_warmup` trains these).
+VALUE_LAYERS = ("value_hidden", "value")
+
+
 class CandidateScorer(nn.Module):
     """Scores candidates (and a state value) from an observation's arrays.
 

@@ -1,9 +1,12 @@
-"""PPO as a strategy selector, started from a saved policy (issue 16's non-myopic lever).
+"""PPO as a strategy selector or a look-ahead policy, started from a saved policy.
 
-A selector's action set is its proposers' picks: where every proposer picks the same
-candidate, PPO must execute that candidate. A run started from a policy file with a zero
-learning rate must end with exactly the file's weights, and a positive one must move
-them. A file that does not fit the run is refused by name before any compute.
+(Issue 16's non-myopic lever: RL fine-tuning of an imitation start.) A selector's action
+set is its proposers' picks: where every proposer picks the same candidate, PPO must
+execute that candidate. A look-ahead policy's is margin's S most uncertain candidates with
+the look-ahead columns. A run started from a policy file with a zero learning rate must end
+with exactly the file's weights, and a positive one must move them; while `value_warmup`
+lasts only the value head moves. A file or setting that does not fit the run is refused by
+name before any compute, in the Python API as on the command line.
 """
 
 from __future__ import annotations
@@ -17,14 +20,24 @@ from sklearn import datasets
 from metaal.agents import ppo, rollout
 from metaal.data import Task, make_split, pad_split
 from metaal.envs.core import ActiveLearningEnv, EnvConfig, make_params
+from metaal.experiments.configs import TrainSettings
 from metaal.features import n_state_features
-from metaal.policy_net import candidate_scorer, network, policy_config, proposers_of
+from metaal.policy_net import (
+    VALUE_LAYERS,
+    candidate_scorer,
+    network,
+    policy_config,
+    proposers_of,
+)
 from metaal.strategies.learned import LearnedStrategy
+from metaal.strategies.lookahead import LOOKAHEAD_COLUMNS
 
 ENV = EnvConfig(budget=6, n_initial=4, n_candidates=None)
 #: On a binary task margin and least confidence rank alike: the selector has one pick.
 SAME_PICK = ("margin", "least_confidence")
 HIDDEN, STATE_HIDDEN = (8,), 8
+#: A look-ahead policy's shortlist.
+SIZE = 4
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +148,90 @@ def test_a_policy_that_does_not_fit_the_run_is_refused_by_name(setup, tmp_path):
         _config(env=EnvConfig(budget=6, n_candidates=32)).check()
     with pytest.raises(ValueError, match="stateless deployable"):
         _config(proposers=("margin", "typiclust")).check()
+
+
+def _lookahead_config(**fields) -> ppo.PPOConfig:
+    small = {"num_envs": 2, "num_steps": 2, "total_steps": 8}  # each step refits 2 x SIZE times
+    return _config(**{"proposers": (), "lookahead": SIZE, **small, **fields})
+
+
+def _saved_lookahead(path, env, lookahead=SIZE):
+    config = policy_config(
+        HIDDEN, STATE_HIDDEN, ENV.probe_size, features=env.features, lookahead=lookahead
+    )
+    net = network(HIDDEN, STATE_HIDDEN)
+    params = net.init(
+        jax.random.key(7),
+        jnp.zeros((n_state_features(ENV.probe_size),)),
+        jnp.zeros((SIZE, len(env.features) + len(LOOKAHEAD_COLUMNS))),
+        jnp.ones(SIZE, bool),
+    )
+    return LearnedStrategy(candidate_scorer(config), params, config).save(path)
+
+
+def test_ppo_offers_margins_shortlist_and_executes_one_of_it(setup):
+    env, tasks = setup
+    config = _lookahead_config()
+    envs = jax.jit(lambda k: rollout.reset(env, k, tasks, config.num_envs))(jax.random.key(1))
+    seen, rows = jax.jit(lambda k, e: ppo.observe(config, env, k, e))(jax.random.key(2), envs)
+    n_columns = len(env.features) + len(LOOKAHEAD_COLUMNS)
+    n = config.num_envs
+    assert seen.candidates.shape == (n, SIZE, n_columns)
+    assert np.asarray(seen.action_mask).all()
+    margin = np.asarray(envs.obs.column("margin"))
+    mask = np.asarray(envs.obs.action_mask)
+    for slot in range(n):
+        order = np.argsort(np.where(mask[slot], margin[slot], np.inf), kind="stable")
+        assert set(np.asarray(rows[slot]).tolist()) == set(order[:SIZE].tolist())
+        # the look-ahead columns are filled (the statistics lie in [0, 2])
+        stats = np.asarray(seen.candidates[slot, :, len(env.features) : len(env.features) + 3])
+        assert np.all((stats >= 0) & (stats <= 2)) and np.any(stats > 0)
+    for k in range(SIZE):
+        chosen = np.asarray(ppo.env_action(rows, jnp.full(n, k)))
+        np.testing.assert_array_equal(chosen, np.asarray(rows)[:, k])
+
+
+def test_value_warmup_moves_the_value_head_alone(setup, tmp_path):
+    env, tasks = setup
+    path = _saved_lookahead(tmp_path / "start", env)
+    start = LearnedStrategy.load(path).params
+    config = _lookahead_config(init_policy=str(path), value_warmup=1, lr=1e-2, anneal_lr=False)
+    runner = jax.jit(lambda k: ppo.init(config, k, tasks, env))(jax.random.key(3))
+    jax.tree.map(np.testing.assert_array_equal, ppo.policy_params(runner), start)
+    step = jax.jit(lambda r: ppo.update(config, r, tasks, env))
+    warm, _ = step(runner)
+    moved: dict[str, bool] = {}
+    for (where, before), now in zip(
+        jax.tree_util.tree_leaves_with_path(start),
+        jax.tree.leaves(ppo.policy_params(warm)),
+        strict=True,
+    ):
+        layer = where[1].key  # params/<layer>/<kernel or bias>
+        moved[layer] = moved.get(layer, False) or bool(np.any(np.asarray(before) != now))
+    assert moved["value"] and moved["value_hidden"]
+    assert not any(v for k, v in moved.items() if k not in VALUE_LAYERS)
+    after, _ = step(warm)  # update 1: the warm-up is over, the policy's layers learn
+    assert np.any(
+        np.asarray(ppo.policy_params(after)["params"]["score"]["kernel"])
+        != np.asarray(start["params"]["score"]["kernel"])
+    )
+
+
+def test_lookahead_settings_that_cannot_work_are_refused_by_name(setup, tmp_path):
+    env, _ = setup
+    other = _saved_lookahead(tmp_path / "other", env, lookahead=8)
+    with pytest.raises(ValueError, match="its look-ahead shortlist is 8, this run's 4"):
+        _lookahead_config(init_policy=str(other)).check()
+    plain = LearnedStrategy.load(_saved_lookahead(tmp_path / "fits", env))
+    _lookahead_config(init_policy=str(tmp_path / "fits")).check()  # it fits this one
+    assert plain.config["lookahead"] == SIZE
+    with pytest.raises(ValueError, match="set n_candidates none"):
+        _lookahead_config(env=EnvConfig(budget=6, n_candidates=32)).check()
+    with pytest.raises(ValueError, match="without proposers"):
+        _lookahead_config(proposers=("margin", "random")).check()
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        _lookahead_config(temperature=0.0).check()
+    with pytest.raises(ValueError, match="value_warmup must be"):
+        _lookahead_config(value_warmup=-1).check()
+    with pytest.raises(ValueError, match="drop --shortlist"):
+        TrainSettings(agent="ppo", config=_lookahead_config(), shortlist=16)
