@@ -75,8 +75,13 @@ def _saved_policy(path, env, proposers=SAME_PICK, hidden=HIDDEN, state=None):
         proposers=list(proposers),
         **extra,
     )
-    net = network(hidden, STATE_HIDDEN)
     n_columns = len(env.features) + len(proposers) + 1 + (2 if state is None else len(state))
+    return _save(path, config, n_columns)
+
+
+def _save(path, config, n_columns):
+    """A policy file of `config` with fresh weights for candidates of `n_columns` columns."""
+    net = network(config["network"]["hidden"], STATE_HIDDEN)
     params = net.init(
         jax.random.key(7),
         jnp.zeros((n_state_features(ENV.probe_size),)),
@@ -159,14 +164,7 @@ def _saved_lookahead(path, env, lookahead=SIZE):
     config = policy_config(
         HIDDEN, STATE_HIDDEN, ENV.probe_size, features=env.features, lookahead=lookahead
     )
-    net = network(HIDDEN, STATE_HIDDEN)
-    params = net.init(
-        jax.random.key(7),
-        jnp.zeros((n_state_features(ENV.probe_size),)),
-        jnp.zeros((SIZE, len(env.features) + len(LOOKAHEAD_COLUMNS))),
-        jnp.ones(SIZE, bool),
-    )
-    return LearnedStrategy(candidate_scorer(config), params, config).save(path)
+    return _save(path, config, len(env.features) + len(LOOKAHEAD_COLUMNS))
 
 
 def test_ppo_offers_margins_shortlist_and_executes_one_of_it(setup):
