@@ -150,21 +150,18 @@ class PPOConfig:
         if self.proposers:
             check_proposers(self.proposers)
             check_step_columns(self.selector_state)
-            if self.env.n_candidates is not None:
-                raise ValueError(
-                    f"proposers {list(self.proposers)}: a selector's proposers choose from the "
-                    f"whole pool, as at transfer time; set n_candidates none (got "
-                    f"{self.env.n_candidates})"
-                )
         if self.lookahead < 0 or (self.lookahead and self.proposers):
             raise ValueError(
                 f"lookahead {self.lookahead} is margin's shortlist of a look-ahead policy: "
                 "a size >= 1 without proposers, or 0 for none"
             )
-        if self.lookahead and self.env.n_candidates is not None:
+        # a selector's proposals and a look-ahead policy's shortlist come from the whole pool
+        restricted = self.proposers or self.lookahead
+        if restricted and self.env.n_candidates is not None:
+            what = f"proposers {list(self.proposers)}" if self.proposers else "lookahead"
             raise ValueError(
-                f"lookahead {self.lookahead}: a look-ahead policy's shortlist is margin's over "
-                f"the whole pool, as at transfer time; set n_candidates none (got "
+                f"{what} {'' if self.proposers else self.lookahead}: the policy chooses from the "
+                f"whole pool, as at transfer time; set n_candidates none (got "
                 f"{self.env.n_candidates})"
             )
         # a sweep's configs carry traced leaves: only a plain number is checked here

@@ -144,34 +144,33 @@ def paired_mean_aulc(runs: pd.DataFrame, policy: pd.DataFrame, strategy: str = "
 
 def bar_verdicts(
     table: pd.DataFrame,
-    heuristics: pd.DataFrame,
     policies: Sequence[pd.DataFrame],
     bar: Sequence[str],
     parents: Sequence[pd.DataFrame] = (),
 ) -> pd.DataFrame:
     """`table` (`policy_rows`' rows, in `policies`' order) with the gate's columns.
 
-    `AULC - X` for each heuristic X of `bar` (mean AULC paired on the policy's data sets
-    and seeds), `AULC - parent` where `parents` are given (one per policy, paired the
-    same way), and `passes`: every one of those differences above 0.
+    Every heuristic of `bar` must be among the table's opponents. Adds `AULC - parent`
+    where `parents` are given (one per policy, paired on its data sets and seeds) and
+    `passes`: the policy's `AULC - X` for each X of `bar`, and against its parent, all
+    above 0.
     """
     if parents and len(parents) != len(policies):
         raise ValueError(
             f"--parent: give one per --policy, in the same order ({len(parents)} for "
             f"{len(policies)})"
         )
+    missing = [x for x in bar if f"AULC - {x}" not in table]
+    if missing:
+        raise ValueError(f"the table has no AULC - X column for {missing}: add them to opponents")
     out = table.copy()
-    passes = []
-    for i, frame in enumerate(policies):
-        own = paired_mean_aulc(frame, frame)
-        margins = {x: own - paired_mean_aulc(heuristics, frame, x) for x in bar}
-        for x, gap in margins.items():
-            out.loc[i, f"AULC - {x}"] = gap
-        if parents:
-            margins["parent"] = own - paired_mean_aulc(parents[i], frame)
-            out.loc[i, "AULC - parent"] = margins["parent"]
-        passes.append(all(gap > 0 for gap in margins.values()))
-    out["passes"] = passes
+    if parents:
+        out["AULC - parent"] = [
+            row["mean AULC"] - paired_mean_aulc(parent, frame)
+            for (_, row), frame, parent in zip(out.iterrows(), policies, parents, strict=True)
+        ]
+    gaps = [f"AULC - {x}" for x in bar] + (["AULC - parent"] if parents else [])
+    out["passes"] = (out[gaps] > 0).all(axis=1)
     return out
 
 
@@ -218,11 +217,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     oracle = read_results(args.oracle) if args.oracle else None
     policies = [read_results(p) for p in args.policy]
     parents = [read_results(p) for p in args.parent]
+    # the bar's heuristics are opponents too: their `AULC - X` columns are the gate
+    opponents += [x for x in bar if x not in opponents]
     table = policy_rows(heuristics, policies, oracle, opponents)
     if not bar:
         print(markdown_table(table.set_index("policy").round(4)))
         return 0
-    table = bar_verdicts(table, heuristics, policies, bar, parents)
+    table = bar_verdicts(table, policies, bar, parents)
     table.insert(0, "run", args.policy)
     print(markdown_table(table.set_index("run").round(4)))
     verdict = bool(table["passes"].all())

@@ -354,16 +354,16 @@ def test_the_bar_passes_a_policy_above_every_named_heuristic_and_its_parent(tmp_
     heuristics = pd.concat([_curves("margin", 0.0), _curves("eer", 0.003)])
     draws = [_curves("learned", 0.004), _curves("learned", 0.002)]
     parents = [_curves("learned", 0.001), _curves("learned", 0.001)]
-    table = policy_rows(heuristics, draws, opponents=("margin",))
-    gate = bar_verdicts(table, heuristics, draws, ("margin", "eer"), parents)
+    table = policy_rows(heuristics, draws, opponents=("margin", "eer"))
+    gate = bar_verdicts(table, draws, ("margin", "eer"), parents)
     np.testing.assert_allclose(gate["AULC - eer"], [0.001, -0.001], atol=1e-12)
     np.testing.assert_allclose(gate["AULC - parent"], [0.003, 0.001], atol=1e-12)
     assert gate["passes"].tolist() == [True, False]  # the second is below eer
     with pytest.raises(ValueError, match="one per --policy"):
-        bar_verdicts(table, heuristics, draws, ("margin",), parents[:1])
+        bar_verdicts(table, draws, ("margin",), parents[:1])
     with pytest.raises(ValueError, match="not run on every data set and seed"):
         short = parents[0][parents[0]["seed"] < 4]
-        bar_verdicts(table, heuristics, draws, ("margin",), [short, parents[1]])
+        bar_verdicts(table, draws, ("margin",), [short, parents[1]])
     # the command: exit status 0 when every draw passes, 1 when one fails
     folders = {}
     for name, frame in [("h", heuristics), ("d0", draws[0]), ("d1", draws[1]), ("p0", parents[0])]:
