@@ -59,7 +59,7 @@ from metaal.envs.core import ActiveLearningEnv, EnvConfig, EnvParams
 from metaal.features import Observation
 from metaal.policy_net import NEG_INF, margin_shortlist, network
 from metaal.strategies.base import select
-from metaal.strategies.lookahead import LOOKAHEAD_COLUMNS, lookahead_observation
+from metaal.strategies.lookahead import STATS, check_stats, lookahead_columns, lookahead_observation
 from metaal.strategies.selector import (
     STEP_COLUMNS,
     check_proposers,
@@ -127,6 +127,10 @@ class ImitationConfig:
     change of the pool's predictions and its expected error and entropy after labelling it,
     from refits with its likeliest labels), and the expert labels exactly those. Needs
     shortlist 0 and n_labels = n_policy_labels = S."""
+    lookahead_stats: tuple[str, ...] = struct.field(pytree_node=False, default=STATS)
+    """A look-ahead policy's statistics (`metaal.strategies.lookahead`): `STATS` (change,
+    error, entropy), optionally followed by `EXTRA_STATS` (error_spread, change_spread, flip,
+    fit_error); each comes with its z-score within the shortlist."""
     selector_state: tuple[str, ...] = struct.field(pytree_node=False, default=STEP_COLUMNS)
     """A selector's step columns, the same for every candidate of a step, by name
     (`metaal.strategies.selector.STEP_FEATURES`: distinct_picks, balance_gap, fit_error,
@@ -225,6 +229,12 @@ class ImitationConfig:
                     f"n_policy_labels = {len(names)} (the number of proposers; got "
                     f"{self.n_labels} and {self.n_policy_labels})"
                 )
+        check_stats(self.lookahead_stats)
+        if tuple(self.lookahead_stats) != STATS and not self.lookahead:
+            raise ValueError(
+                f"lookahead_stats {list(self.lookahead_stats)} are a look-ahead policy's "
+                "columns: set lookahead (margin's shortlist size), or leave lookahead_stats out"
+            )
         if self.lookahead:
             if self.lookahead < 0 or self.proposers or self.shortlist:
                 raise ValueError(
@@ -314,7 +324,7 @@ def make_scorer(config: ImitationConfig) -> Scorer:
 def n_columns(config: ImitationConfig) -> int:
     """Candidate columns the scorer reads: the env's, then a selector's or a look-ahead policy's."""
     extra = selector_columns(config.proposers, config.selector_state)
-    extra += LOOKAHEAD_COLUMNS if config.lookahead else ()
+    extra += lookahead_columns(config.lookahead_stats) if config.lookahead else ()
     return len(ActiveLearningEnv(config.env).features) + len(extra)
 
 
@@ -434,7 +444,8 @@ def make_episode(config: ImitationConfig, scorer: Scorer) -> Callable:
                     config.proposers, k_sel, obs, ctx, config.selector_state
                 )
             elif config.lookahead:
-                seen = lookahead_observation(obs, env.context(state, params), config.lookahead)
+                ctx = env.context(state, params)
+                seen = lookahead_observation(obs, ctx, config.lookahead, config.lookahead_stats)
             learned = policy_scores(scorer, net_params, seen, config.shortlist)
             margin = jnp.where(obs.action_mask, -obs.column("margin"), -jnp.inf)
             restricted = config.shortlist or config.proposers or config.lookahead

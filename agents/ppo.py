@@ -52,12 +52,13 @@ from metaal.policy_net import (
     VALUE_LAYERS,
     CandidateScorer,
     lookahead_of,
+    lookahead_stats_of,
     network,
     proposers_of,
     selector_state_of,
     trained_features,
 )
-from metaal.strategies.lookahead import lookahead_picks
+from metaal.strategies.lookahead import STATS, lookahead_picks
 from metaal.strategies.selector import (
     STEP_COLUMNS,
     check_proposers,
@@ -309,6 +310,11 @@ def start_params(config: PPOConfig) -> Any:
     if lookahead_of(saved) != config.lookahead:
         problems.append(
             f"its look-ahead shortlist is {lookahead_of(saved)}, this run's {config.lookahead}"
+        )
+    if lookahead_stats_of(saved) != STATS:
+        problems.append(
+            f"it reads the look-ahead statistics {list(lookahead_stats_of(saved))}, and PPO "
+            f"computes {list(STATS)} only"
         )
     if proposers_of(saved) and selector_state_of(saved) != tuple(config.selector_state):
         problems.append(

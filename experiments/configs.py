@@ -25,6 +25,7 @@ from metaal.agents.dqn import DQNConfig
 from metaal.agents.imitation import ImitationConfig
 from metaal.agents.ppo import PPOConfig
 from metaal.envs.core import EnvConfig
+from metaal.strategies.lookahead import EXTRA_STATS, STATS
 from metaal.strategies.selector import (
     DEFAULT_PROPOSERS,
     LOOKAHEAD_PROPOSERS,
@@ -406,6 +407,15 @@ IMITATION_RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
         "after it and margin's next two picks, since the one-step oracle gets worse with "
         "more candidates to choose from (greedy one-step targets mislead)",
         {**_LA16, **_HUGE, "expert_horizon": 3},
+        "train+synthetic:32-64",
+    ),
+    "la16_wide_huge_x": (
+        "la16_wide_huge with four more look-ahead statistics per candidate (EXTRA_STATS): "
+        "how far its expected error and change differ between its two likeliest labels, the "
+        "share of pool decisions its label flips, and how much its label would contradict the "
+        "labelled rows (their error after the refit), each with its z-score: what eer's mean "
+        "hides",
+        {**_LA16, **_HUGE, "lookahead_stats": (*STATS, *EXTRA_STATS)},
         "train+synthetic:32-64",
     ),
     "sel_big_wide": (

@@ -64,6 +64,7 @@ from metaal.experiments.configs import DataConfig, TrainSettings
 from metaal.experiments.evaluate import make_batch
 from metaal.policy_net import policy_config
 from metaal.strategies import get_strategy
+from metaal.strategies.lookahead import STATS
 
 WANDB_PROJECT = "metaal"
 DEFAULT_OUT = "runs/train"
@@ -183,6 +184,9 @@ def export_config(settings: TrainSettings, env_steps: int, command: str) -> dict
         restricted = {"proposers": list(proposers), "selector_state": list(config.selector_state)}
     if getattr(config, "lookahead", 0):
         restricted = {"lookahead": int(config.lookahead)}
+        stats = tuple(getattr(config, "lookahead_stats", STATS))
+        if stats != STATS:  # a file with the default columns stays readable by older code
+            restricted["lookahead_stats"] = list(stats)
     return policy_config(
         config.hidden,
         config.state_hidden,

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from metaal.features import DEFAULT_CANDIDATE_FEATURES, LEGACY_CANDIDATE_FEATURES, Observation
-from metaal.strategies.lookahead import LOOKAHEAD_COLUMNS
+from metaal.strategies.lookahead import STATS, check_stats, lookahead_columns
 from metaal.strategies.selector import (
     STEP_COLUMNS,
     check_proposers,
@@ -172,9 +172,17 @@ def lookahead_of(config: dict[str, Any]) -> int:
     return size
 
 
+def lookahead_stats_of(config: dict[str, Any]) -> tuple[str, ...]:
+    """The look-ahead statistics a look-ahead policy reads (`metaal.strategies.lookahead`).
+
+    Files without `lookahead_stats` were saved before it existed and read `STATS`.
+    """
+    return check_stats(config.get("lookahead_stats", STATS))
+
+
 def scorer_columns(config: dict[str, Any]) -> tuple[str, ...]:
     """The columns a policy's scorer reads: its trained features, then selector or look-ahead."""
-    lookahead = LOOKAHEAD_COLUMNS if lookahead_of(config) else ()
+    lookahead = lookahead_columns(lookahead_stats_of(config)) if lookahead_of(config) else ()
     return (
         trained_features(config)
         + selector_columns(proposers_of(config), selector_state_of(config))

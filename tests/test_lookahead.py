@@ -26,18 +26,24 @@ from metaal.strategies import get_strategy, select
 from metaal.strategies.adapter import QueryStrategy
 from metaal.strategies.learned import LearnedStrategy
 from metaal.strategies.lookahead import (
+    EXTRA_STATS,
     LOOKAHEAD_COLUMNS,
     SHORTLIST,
+    STATS,
+    lookahead_columns,
     lookahead_observation,
     lookahead_stats,
     margin_shortlist,
 )
 
 
-def reference_stats(env, state, params, rows, believed=0):
+def reference_stats(env, state, params, rows, believed=0, extra=False):
     """Expected (change, error, entropy) of labelling candidates `rows`, by explicit refits.
 
     The last `believed` labelled rows count with the learner's predicted label.
+    With `extra`, the columns are `STATS + EXTRA_STATS`: the spreads are max - min
+    over the two labels, `flip` the share of unlabelled rows whose argmax changes,
+    `fit_error` the labelled rows' mean 1 - p(label) after the refit.
     """
     task = params.task
     fit, predict = jax.jit(env.learner_step.fit), jax.jit(env.learner_step.predict_proba)
@@ -57,8 +63,8 @@ def reference_stats(env, state, params, rows, believed=0):
         p = probs[i][:k_real]
         labels = np.argsort(-p, kind="stable")[:2]
         weights = p[labels] / p[labels].sum()
-        stats = np.zeros(3)
-        for label, w in zip(labels, weights, strict=True):
+        per_label = []
+        for label in labels:
             X = np.concatenate([pool_X[order], pool_X[i : i + 1]])
             y = np.concatenate([y_lab, [label]]).astype(np.int32)
             fitted = fit(
@@ -68,14 +74,23 @@ def reference_stats(env, state, params, rows, believed=0):
             after_u, before_u = after[unlabeled][:, :k_real], probs[unlabeled][:, :k_real]
             logs = np.log(np.maximum(after_u, 1e-12))
             entropy = -np.sum(np.where(after_u > 0, after_u * logs, 0.0), axis=1)
-            stats += w * np.array(
+            fitted_lab = np.asarray(predict(fitted, jnp.asarray(pool_X[order]), class_mask))
+            per_label.append(
                 [
                     np.abs(after_u - before_u).sum(axis=1).mean(),
                     (1.0 - after_u.max(axis=1)).mean(),
                     (entropy / np.log(k_real)).mean(),
+                    (after_u.argmax(axis=1) != before_u.argmax(axis=1)).mean(),
+                    (1.0 - fitted_lab[np.arange(n_lab), y_lab]).mean(),
                 ]
             )
-        out.append(stats)
+        per_label = np.array(per_label)
+        mean = weights @ per_label
+        if not extra:
+            out.append(mean[:3])
+            continue
+        spread = per_label.max(axis=0) - per_label.min(axis=0)
+        out.append([*mean[:3], spread[1], spread[0], mean[3], mean[4]])
     return np.array(out)
 
 
@@ -115,6 +130,34 @@ def test_lookahead_stats_equal_explicit_refits(vowel, query_batch):
     want = reference_stats(env, state, vowel, range(6), believed=4 % query_batch)
     assert np.all(np.ptp(want, axis=0) > 1e-4)  # the candidates differ: the check has teeth
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-6)
+
+
+@pytest.mark.parametrize("query_batch", [1, 3])
+def test_extra_stats_equal_explicit_refits(vowel, query_batch):
+    env = ActiveLearningEnv(
+        EnvConfig(budget=10, n_initial=6, n_candidates=24, query_batch=query_batch)
+    )
+    state = run_steps(env, vowel, 4)
+    ctx = env.context(state, vowel)
+    rows = jnp.arange(6)
+    names = (*STATS, *EXTRA_STATS)
+    got = np.asarray(jax.jit(lookahead_stats, static_argnames="stats")(ctx, rows, stats=names))
+    want = reference_stats(env, state, vowel, range(6), believed=4 % query_batch, extra=True)
+    assert got.shape == (6, 7)
+    # every extra column varies across the candidates: the check has teeth
+    assert np.all(np.ptp(want[:, 3:], axis=0) > 1e-4)
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-6)
+    # the first three are eer's and emoc's statistics (another program: equal up to rounding)
+    base = np.asarray(jax.jit(lookahead_stats)(ctx, rows))
+    np.testing.assert_allclose(got[:, :3], base, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "names", [("error", "change", "entropy"), (*STATS, "flip", "flip"), (*STATS, "margin")]
+)
+def test_lookahead_stats_refuse_unknown_or_reordered_names(names):
+    with pytest.raises(ValueError, match="look-ahead statistics"):
+        lookahead_columns(names)
 
 
 def test_eer_and_emoc_pick_the_best_of_margins_shortlist(vowel):
@@ -205,6 +248,41 @@ def test_lookahead_columns_and_refusals(vowel):
         ImitationConfig(lookahead=16, shortlist=16)
     with pytest.raises(ValueError, match="does not apply"):
         la_error_follower().with_shortlist(8)
+
+
+def test_a_policy_reads_the_extra_statistics_it_was_saved_with(vowel):
+    """A linear policy on la_fit_error picks the shortlist's lowest fit_error by explicit refits."""
+    names = [*STATS, *EXTRA_STATS]
+    config = {
+        "scorer": LINEAR_SCORER,
+        "features": ["margin"],
+        "lookahead": SHORTLIST,
+        "lookahead_stats": names,
+    }
+    columns = scorer_columns(config)
+    assert columns[1:] == tuple(f"la_{n}" for n in names) + tuple(f"z_la_{n}" for n in names)
+    policy = LearnedStrategy(
+        linear_scorer(config), linear_params({"la_fit_error": -1.0}, columns), config
+    )
+    env = ActiveLearningEnv(EnvConfig(budget=10, n_initial=6, n_candidates=None))
+    state = run_steps(env, vowel, 2, seed=1)
+    obs, ctx = env.observe(state, vowel), env.context(state, vowel)
+    shortlist = np.asarray(margin_shortlist(ctx, obs.action_mask))
+    want = reference_stats(env, state, vowel, shortlist, extra=True)
+    strategy = policy.to_strategy()
+    scores, _ = jax.jit(strategy.score)(jax.random.key(0), obs, ctx, strategy.params)
+    assert int(np.argmax(np.asarray(scores))) == shortlist[np.argmin(want[:, 6])]
+    assert "lookahead_stats=" in repr(policy)
+    with pytest.raises(ValueError, match="set lookahead"):
+        ImitationConfig(lookahead_stats=(*STATS, "flip"))
+
+
+def test_the_twelfth_sessions_recipe_changes_only_its_lever():
+    """la16_wide_huge_x is la16_wide_huge reading the extra look-ahead statistics."""
+    huge, x = imitation_recipe("la16_wide_huge"), imitation_recipe("la16_wide_huge_x")
+    assert x.config == huge.config.replace(lookahead_stats=(*STATS, *EXTRA_STATS))
+    assert x.data == huge.data and huge.config.lookahead_stats == STATS
+    assert imitation.n_columns(x.config) == imitation.n_columns(huge.config) + 2 * len(EXTRA_STATS)
 
 
 def test_the_ninth_sessions_recipes_change_only_their_lever():

@@ -40,13 +40,14 @@ from metaal.policy_net import (
     Apply,
     Params,
     lookahead_of,
+    lookahead_stats_of,
     proposers_of,
     resolve_scorer,
     selector_state_of,
     trained_features,
 )
 from metaal.strategies.base import Strategy
-from metaal.strategies.lookahead import lookahead_picks
+from metaal.strategies.lookahead import STATS, lookahead_picks
 from metaal.strategies.selector import selector_picks
 
 FORMAT_VERSION = 1
@@ -79,10 +80,11 @@ class LearnedStrategy:
         apply = self.apply
         proposers, state = proposers_of(self.config), selector_state_of(self.config)
         lookahead = lookahead_of(self.config)
+        stats = lookahead_stats_of(self.config)
 
         def score(key, obs, ctx, memory):
             if lookahead:  # only margin's shortlist is scored, with its look-ahead columns
-                picks, rows = lookahead_picks(obs, ctx, lookahead)
+                picks, rows = lookahead_picks(obs, ctx, lookahead, stats)
                 scores = jnp.where(picks.action_mask, apply(memory, picks), NEG_INF)
                 return jnp.full(obs.action_mask.shape, NEG_INF).at[rows].set(scores), memory
             if not proposers:
@@ -135,6 +137,8 @@ class LearnedStrategy:
             parts.append(f"proposers={','.join(proposers_of(config))}")
         if lookahead_of(config):
             parts.append(f"lookahead={lookahead_of(config)}")
+            if lookahead_stats_of(config) != STATS:
+                parts.append(f"lookahead_stats={','.join(lookahead_stats_of(config))}")
         parts.append(f"features={len(trained_features(config))}")
         for key in ("agent", "env_steps"):
             if key in config:
@@ -206,13 +210,14 @@ class LearnedStrategy:
                 proposers_of(config),
                 selector_state_of(config),
                 lookahead_of(config),
+                lookahead_stats_of(config),
             )
 
         for member in members[1:]:
             if architecture(member.config) != architecture(first):
                 raise ValueError(
                     "ensemble members must share scorer, network, shortlist, features, "
-                    "proposers and selector step columns; got "
+                    "proposers, selector step columns and look-ahead statistics; got "
                     f"{architecture(first)} and {architecture(member.config)}"
                 )
         config = {
