@@ -30,7 +30,7 @@ from metaal.policy_net import (
     proposers_of,
 )
 from metaal.strategies.learned import LearnedStrategy
-from metaal.strategies.lookahead import LOOKAHEAD_COLUMNS
+from metaal.strategies.lookahead import LOOKAHEAD_COLUMNS, STATS, lookahead_columns
 
 ENV = EnvConfig(budget=6, n_initial=4, n_candidates=None)
 #: On a binary task margin and least confidence rank alike: the selector has one pick.
@@ -160,11 +160,12 @@ def _lookahead_config(**fields) -> ppo.PPOConfig:
     return _config(**{"proposers": (), "lookahead": SIZE, **small, **fields})
 
 
-def _saved_lookahead(path, env, lookahead=SIZE):
+def _saved_lookahead(path, env, lookahead=SIZE, stats=STATS):
+    extra = {"lookahead_stats": list(stats)} if stats != STATS else {}
     config = policy_config(
-        HIDDEN, STATE_HIDDEN, ENV.probe_size, features=env.features, lookahead=lookahead
+        HIDDEN, STATE_HIDDEN, ENV.probe_size, features=env.features, lookahead=lookahead, **extra
     )
-    return _save(path, config, len(env.features) + len(LOOKAHEAD_COLUMNS))
+    return _save(path, config, len(env.features) + len(lookahead_columns(stats)))
 
 
 def test_ppo_offers_margins_shortlist_and_executes_one_of_it(setup):
@@ -220,6 +221,9 @@ def test_lookahead_settings_that_cannot_work_are_refused_by_name(setup, tmp_path
     other = _saved_lookahead(tmp_path / "other", env, lookahead=8)
     with pytest.raises(ValueError, match="its look-ahead shortlist is 8, this run's 4"):
         _lookahead_config(init_policy=str(other)).check()
+    wider = _saved_lookahead(tmp_path / "wider", env, stats=(*STATS, "fit_error"))
+    with pytest.raises(ValueError, match=r"look-ahead statistics \[.*'fit_error'\].* PPO"):
+        _lookahead_config(init_policy=str(wider)).check()
     plain = LearnedStrategy.load(_saved_lookahead(tmp_path / "fits", env))
     _lookahead_config(init_policy=str(tmp_path / "fits")).check()  # it fits this one
     assert plain.config["lookahead"] == SIZE
